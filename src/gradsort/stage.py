@@ -1,0 +1,27 @@
+"""What every stage script shares: one-line errors, progress lines and the wall time."""
+
+import sys
+import time
+from collections.abc import Callable
+
+from gradsort.data import DatasetError
+from gradsort.params import ParamsError
+from gradsort.tune import NoTrialCompletedError
+
+# Errors whose message is the whole story; anything else keeps its traceback.
+EXPECTED_ERRORS = (ParamsError, DatasetError, NoTrialCompletedError)
+
+
+def run_stage(stage: str, main: Callable[[Callable[[str], None]], None]) -> None:
+    """Run ``main(say)``; exit 1 with one ``stage: message`` line on an expected error."""
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"{stage}: {line}", flush=True)
+
+    try:
+        main(say)
+    except EXPECTED_ERRORS as err:
+        print(f"{stage}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    say(f"done in {time.perf_counter() - start:.1f} s")

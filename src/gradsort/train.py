@@ -1,0 +1,117 @@
+"""The training loop and its evaluation."""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradsort.data import Split
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+    def __init__(self, epoch: int, what: str, history: "History") -> None:
+        super().__init__(f"non-finite {what} at epoch {epoch}")
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass
+class History:
+    """Per-epoch train loss, validation loss and validation accuracy (epoch 1 first)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        return [
+            {"epoch": i + 1, "train_loss": t, "val_loss": v, "val_acc": a}
+            for i, (t, v, a) in enumerate(zip(self.train_loss, self.val_loss, self.val_acc))
+        ]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``."""
+    model.eval()
+    logits = model(split.x)
+    loss = F.cross_entropy(logits, split.y).item()
+    acc = (logits.argmax(dim=1) == split.y).float().mean().item()
+    return loss, acc
+
+
+def train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_split: Split,
+    val_split: Split,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    on_epoch: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train for ``epochs`` epochs of shuffled mini-batches and evaluate after each.
+
+    The batch order is drawn from ``seed`` alone, so optimizers trained with the same seed see
+    the same batches. Raises DivergedError at the first epoch whose loss is not finite.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    history = History()
+    n = len(train_split)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(train_split.x.device)
+        total = torch.zeros((), device=train_split.x.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(train_split.x[idx]), train_split.y[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(idx)
+        train_loss = total.item() / n
+        val_loss, val_acc = evaluate(model, val_split)
+        history.train_loss.append(train_loss)
+        history.val_loss.append(val_loss)
+        history.val_acc.append(val_acc)
+        if not math.isfinite(train_loss):
+            raise DivergedError(epoch, "train loss", history)
+        if not math.isfinite(val_loss):
+            raise DivergedError(epoch, "validation loss", history)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    return history
+
+
+def train_from(
+    state: dict[str, torch.Tensor],
+    hidden_size: int,
+    hidden_layers: int,
+    base: str,
+    transform: str,
+    kwargs: dict,
+    lr: float,
+    train_split: Split,
+    val_split: Split,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    on_epoch: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train a fresh MLP holding ``state`` with the named optimizer at ``lr``.
+
+    ``seed`` draws the batch order and seeds the transform's generator.
+    """
+    from gradsort.model import build_model
+    from gradsort.optim import make_optimizer
+
+    model = build_model(
+        state, train_split.x.shape[1], hidden_size, hidden_layers, device=train_split.x.device
+    )
+    optimizer = make_optimizer(model.parameters(), base, lr, transform, seed, **kwargs)
+    return train(model, optimizer, train_split, val_split, epochs, batch_size, seed, on_epoch)

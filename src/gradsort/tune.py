@@ -1,0 +1,103 @@
+"""The Optuna study of one optimizer's learning rate."""
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from gradsort.train import DivergedError, History
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES: dict[str, Callable[[History], float]] = {
+    "min": lambda history: min(history.val_loss),
+    "final": lambda history: history.val_loss[-1],
+}
+
+
+class NoTrialCompletedError(RuntimeError):
+    """Every trial of a study failed."""
+
+
+def run_study(
+    train_at: Callable[[float], History],
+    trials: int,
+    lr_low: float,
+    lr_high: float,
+    sampler_seed: int,
+    objective: str = "min",
+    storage: str | None = None,
+    study_name: str = "lr",
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.Study:
+    """Tune the learning rate: ``trials`` trials of ``train_at(lr)``, lr log-uniform.
+
+    A fresh TPE sampler seeded with ``sampler_seed`` proposes each lr; a trial scores the
+    minimum or the final validation loss of its history. A trial whose training diverges is
+    recorded as failed with its reason and the study goes on.
+    """
+    score = OBJECTIVES[objective]
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+    )
+    distributions = {"lr": optuna.distributions.FloatDistribution(lr_low, lr_high, log=True)}
+    for _ in range(trials):
+        trial = study.ask(distributions)
+        try:
+            value = score(train_at(trial.params["lr"]))
+        except DivergedError as err:
+            trial.set_user_attr("fail_reason", str(err))
+            frozen = study.tell(trial, state=TrialState.FAIL)
+        else:
+            frozen = study.tell(trial, value)
+        if on_trial is not None:
+            on_trial(frozen)
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise NoTrialCompletedError(
+            f"no trial of {trials} completed for lr in [{lr_low:g}, {lr_high:g}]"
+        )
+    return study
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """One row per trial: number, lr, value (None when failed), state and failure reason."""
+    return [
+        {
+            "trial": t.number,
+            "lr": t.params["lr"],
+            "value": t.value if t.state == TrialState.COMPLETE else None,
+            "state": t.state.name.lower(),
+            "fail_reason": t.user_attrs.get("fail_reason", ""),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def study_summary(study: optuna.Study) -> dict:
+    """The best lr and value with the counts of completed and failed trials."""
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "best_lr": study.best_params["lr"],
+        "best_value": study.best_value,
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+    }
+
+
+def sqlite_url(path: str | Path) -> str:
+    """An Optuna storage URL for the SQLite file ``path``."""
+    return f"sqlite:///{Path(path).as_posix()}"
+
+
+def describe(trial: optuna.trial.FrozenTrial) -> str:
+    """One progress line for a finished trial."""
+    lr = trial.params["lr"]
+    if trial.state == TrialState.COMPLETE and math.isfinite(trial.value):
+        return f"trial {trial.number}: lr={lr:.3g} value={trial.value:.4f}"
+    return f"trial {trial.number}: lr={lr:.3g} failed ({trial.user_attrs.get('fail_reason', '')})"

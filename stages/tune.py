@@ -1,0 +1,54 @@
+"""Stage tune@<name>: the Optuna study of one optimizer's learning rate.
+
+Usage: python stages/tune.py NAME, NAME an entry of params.yaml's ``optimizers``.
+"""
+
+import sys
+from pathlib import Path
+
+from gradsort.data import load_dataset, to_splits
+from gradsort.files import atomic_path, write_csv, write_json
+from gradsort.model import initial_state
+from gradsort.params import ParamsError, load_params
+from gradsort.stage import run_stage
+from gradsort.train import train_from
+from gradsort.tune import describe, run_study, sqlite_url, study_summary, trial_rows
+
+DATA = "data/mnist1d.npz"
+TRIAL_FIELDS = ("trial", "lr", "value", "state", "fail_reason")
+TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch order
+
+
+def main(say, name):
+    params = load_params()
+    if name not in params.optimizers:
+        raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
+    spec, tune, model = params.optimizers[name], params.tune, params.model
+    train_split, val_split = to_splits(load_dataset(DATA))
+    state = initial_state(TUNE_SEED, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
+
+    def train_at(lr):
+        return train_from(
+            state, model.hidden_size, model.hidden_layers, spec.base, spec.transform,
+            spec.kwargs, lr, train_split, val_split, tune.epochs, params.train.batch_size,
+            TUNE_SEED,
+        )
+
+    storage = Path(f"data/studies/{name}.db")
+    with atomic_path(storage) as tmp:
+        tmp.unlink()
+        study = run_study(
+            train_at, tune.trials, tune.lr_low, tune.lr_high, tune.sampler_seed, tune.objective,
+            storage=sqlite_url(tmp), study_name=name, on_trial=lambda t: say(describe(t)),
+        )
+    summary = study_summary(study)
+    write_csv(f"plots/tune/{name}.csv", trial_rows(study), TRIAL_FIELDS)
+    write_json(f"metrics/tune/{name}.json", summary)
+    say(f"best lr {summary['best_lr']:.3g} (value {summary['best_value']:.4f}), "
+        f"{summary['complete']} complete, {summary['failed']} failed")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/tune.py NAME")
+    run_stage(f"tune@{sys.argv[1]}", lambda say: main(say, sys.argv[1]))
