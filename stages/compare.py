@@ -2,44 +2,53 @@
 
 import json
 
+import torch
+
 from gradsort.data import load_dataset, to_splits
-from gradsort.model import initial_state
 from gradsort.params import load_params
 from gradsort.report import write_comparison
 from gradsort.stage import run_stage
-from gradsort.train import DivergedError, train_from
+from gradsort.train import compare
 
 DATA = "data/mnist1d.npz"
 
 
 def main(say):
     params = load_params()
-    model, train = params.model, params.train
+    train = params.train
     best_lrs = {}
     for name in params.optimizers:
         with open(f"metrics/tune/{name}.json") as f:
             best_lrs[name] = json.load(f)["best_lr"]
     train_split, val_split = to_splits(load_dataset(DATA))
 
-    histories = {name: [] for name in params.optimizers}
-    for seed in range(train.seeds):
-        state = initial_state(seed, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
-        for name, spec in params.optimizers.items():
-            try:
-                history = train_from(
-                    state, model.hidden_size, model.hidden_layers, spec.base, spec.transform,
-                    spec.kwargs, best_lrs[name], train_split, val_split, train.epochs,
-                    train.batch_size, seed,
-                )
-            except DivergedError as err:
-                history = err.history
-                say(f"seed {seed} {name}: {err}")
-            say(f"seed {seed} {name}: lr={best_lrs[name]:.3g} "
-                f"final val_loss={history.val_loss[-1]:.4f} val_acc={history.val_acc[-1]:.3f}")
-            histories[name].append(history)
+    def on_run(name, seed, history, error):
+        note = f" ({error})" if error else ""
+        say(
+            f"seed {seed} {name}: lr={best_lrs[name]:.3g} final val_loss="
+            f"{history.val_loss[-1]:.4f} val_acc={history.val_acc[-1]:.3f}{note}"
+        )
 
-    write_comparison("metrics/comparison.json", "plots/curves", "plots/seeds.csv", best_lrs,
-                     histories, train.epochs)
+    histories = compare(
+        params.model,
+        params.optimizers,
+        best_lrs,
+        train_split,
+        val_split,
+        train.epochs,
+        train.batch_size,
+        train.seeds,
+        on_run,
+    )
+    write_comparison(
+        "metrics/comparison.json",
+        "plots/curves.csv",
+        "plots/seeds.csv",
+        best_lrs,
+        histories,
+        train.epochs,
+        torch.get_num_threads(),
+    )
 
 
 if __name__ == "__main__":

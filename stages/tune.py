@@ -3,11 +3,15 @@
 Usage: python stages/tune.py NAME, NAME an entry of params.yaml's ``optimizers``.
 """
 
+import os
 import sys
 from pathlib import Path
 
+import optuna
+import torch
+
 from gradsort.data import load_dataset, to_splits
-from gradsort.files import atomic_path, write_csv, write_json
+from gradsort.files import write_csv, write_json
 from gradsort.model import initial_state
 from gradsort.params import ParamsError, load_params
 from gradsort.stage import run_stage
@@ -20,6 +24,7 @@ TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch or
 
 
 def main(say, name):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints its own lines
     params = load_params()
     if name not in params.optimizers:
         raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
@@ -29,23 +34,46 @@ def main(say, name):
 
     def train_at(lr):
         return train_from(
-            state, model.hidden_size, model.hidden_layers, spec.base, spec.transform,
-            spec.kwargs, lr, train_split, val_split, tune.epochs, params.train.batch_size,
+            state,
+            model,
+            spec,
+            lr,
+            train_split,
+            val_split,
+            tune.epochs,
+            params.train.batch_size,
             TUNE_SEED,
         )
 
+    # The study is built in a fixed side file, so a killed run leaves nothing a rerun reads:
+    # the rerun starts a fresh study and ends with exactly tune.trials trials.
     storage = Path(f"data/studies/{name}.db")
-    with atomic_path(storage) as tmp:
-        tmp.unlink()
+    partial = storage.with_name(storage.name + ".partial")
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    try:
         study = run_study(
-            train_at, tune.trials, tune.lr_low, tune.lr_high, tune.sampler_seed, tune.objective,
-            storage=sqlite_url(tmp), study_name=name, on_trial=lambda t: say(describe(t)),
+            train_at,
+            tune.trials,
+            tune.lr_low,
+            tune.lr_high,
+            tune.sampler_seed,
+            tune.objective,
+            storage=sqlite_url(partial),
+            study_name=name,
+            on_trial=lambda t: say(describe(t)),
         )
-    summary = study_summary(study)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, storage)
+    summary = {**study_summary(study), "torch_threads": torch.get_num_threads()}
     write_csv(f"plots/tune/{name}.csv", trial_rows(study), TRIAL_FIELDS)
     write_json(f"metrics/tune/{name}.json", summary)
-    say(f"best lr {summary['best_lr']:.3g} (value {summary['best_value']:.4f}), "
-        f"{summary['complete']} complete, {summary['failed']} failed")
+    say(
+        f"best lr {summary['best_lr']:.3g} (value {summary['best_value']:.4f}), "
+        f"{summary['complete']} complete, {summary['failed']} failed"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ class DatasetError(ValueError):
 
 def make_dataset(num_samples: int, train_split: float, seed: int) -> dict[str, np.ndarray]:
     """Generate mnist1d with ``mnist1d.data.make_dataset``, the package's other defaults kept."""
-    from mnist1d.data import get_dataset_args, make_dataset as mnist1d_make_dataset
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset as mnist1d_make_dataset
 
     args = get_dataset_args()
     args.num_samples = num_samples
@@ -56,7 +57,12 @@ def load_dataset(path: str | Path) -> dict[str, np.ndarray]:
 
 def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     x, y, x_test, y_test = (arrays[name] for name in ARRAYS)
-    for name, array, ndim in (("x", x, 2), ("y", y, 1), ("x_test", x_test, 2), ("y_test", y_test, 1)):
+    for name, array, ndim in (
+        ("x", x, 2),
+        ("y", y, 1),
+        ("x_test", x_test, 2),
+        ("y_test", y_test, 1),
+    ):
         if array.ndim != ndim:
             raise DatasetError(f"{path}: {name} has shape {array.shape}, expected {ndim} dims")
     if len(x) != len(y) or len(x_test) != len(y_test):
@@ -72,7 +78,11 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
             raise DatasetError(f"{path}: {name} must hold finite floats")
     for name, array in (("y", y), ("y_test", y_test)):
-        if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() >= NUM_CLASSES:
+        if (
+            not np.issubdtype(array.dtype, np.integer)
+            or array.min() < 0
+            or array.max() >= NUM_CLASSES
+        ):
             raise DatasetError(f"{path}: {name} must hold integer labels 0..{NUM_CLASSES - 1}")
 
 
@@ -91,7 +101,9 @@ def to_splits(arrays: dict[str, np.ndarray], device: str = "cpu") -> tuple[Split
     """The (train, validation) splits: mnist1d's train and test arrays, float32 and int64."""
 
     def split(x, y):
-        return Split(torch.tensor(x, dtype=torch.float32, device=device),
-                     torch.tensor(y, dtype=torch.int64, device=device))
+        return Split(
+            torch.tensor(x, dtype=torch.float32, device=device),
+            torch.tensor(y, dtype=torch.int64, device=device),
+        )
 
     return split(arrays["x"], arrays["y"]), split(arrays["x_test"], arrays["y_test"])

@@ -32,7 +32,10 @@ def initial_state(
 
 
 def build_model(
-    state: dict[str, torch.Tensor], input_size: int, hidden_size: int, hidden_layers: int,
+    state: dict[str, torch.Tensor],
+    input_size: int,
+    hidden_size: int,
+    hidden_layers: int,
     device: str = "cpu",
 ) -> nn.Sequential:
     """A fresh MLP holding a copy of ``state``."""

@@ -16,7 +16,8 @@ def base_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
     return {
         name.lower(): cls
         for name, cls in vars(torch.optim).items()
-        if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)
+        if inspect.isclass(cls)
+        and issubclass(cls, torch.optim.Optimizer)
         and cls is not torch.optim.Optimizer
     }
 
@@ -57,7 +58,10 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, base: torch.optim.Optimizer, transform: GradientTransform | str = "sort", seed: int = 0
+        self,
+        base: torch.optim.Optimizer,
+        transform: GradientTransform | str = "sort",
+        seed: int = 0,
     ) -> None:
         if not isinstance(base, torch.optim.Optimizer):
             raise TypeError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
@@ -190,4 +194,6 @@ def make_optimizer(
     params: Iterable, base: str, lr: float, transform: str = "none", seed: int = 0, **kwargs
 ) -> GradientTransformOptimizer:
     """Build the base optimizer by name behind the named transform (``none`` included)."""
-    return GradientTransformOptimizer(make_base_optimizer(base, params, lr, **kwargs), transform, seed)
+    return GradientTransformOptimizer(
+        make_base_optimizer(base, params, lr, **kwargs), transform, seed
+    )

@@ -153,7 +153,8 @@ def _known_keys() -> list[str]:
 
 
 def _unknown(key: str) -> ParamsError:
-    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.6)
+    candidates = _known_keys() if "." in key else [*SCHEMA, "optimizers"]
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(_known_keys())}"
     return ParamsError(f"params: unknown key {key}{hint}")
 
@@ -225,7 +226,8 @@ def parse_params(raw: Any) -> Params:
     n_train = int(data["num_samples"] // 10 * 10 * data["train_split"])
     if not 0 < n_train < data["num_samples"] // 10 * 10:
         raise _fail(
-            "data.train_split", data["train_split"],
+            "data.train_split",
+            data["train_split"],
             f"a fraction leaving samples on both sides of the split of {data['num_samples']}",
         )
     optimizers = _mapping("optimizers", raw.get("optimizers"))

@@ -8,7 +8,15 @@ import numpy as np
 from gradsort.files import atomic_path, write_csv, write_json
 from gradsort.train import History
 
-CURVE_FIELDS = ("epoch", "train_loss", "val_loss", "val_loss_std", "val_acc", "val_acc_std")
+CURVE_FIELDS = (
+    "optimizer",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_loss_std",
+    "val_acc",
+    "val_acc_std",
+)
 SEED_FIELDS = ("optimizer", "seed", "epoch", "train_loss", "val_loss", "val_acc")
 
 
@@ -44,8 +52,14 @@ def summarize(best_lr: float, histories: list[History], epochs: int) -> tuple[di
         "min_val_loss_std": float(_spread(min_val_loss[:, None])[0]),
         "seeds": len(histories),
     }
-    mean = {name: table.mean(axis=0) for name, table in
-            (("train_loss", train_loss), ("val_loss", val_loss), ("val_acc", val_acc))}
+    mean = {
+        name: table.mean(axis=0)
+        for name, table in (
+            ("train_loss", train_loss),
+            ("val_loss", val_loss),
+            ("val_acc", val_acc),
+        )
+    }
     val_loss_std, val_acc_std = _spread(val_loss), _spread(val_acc)
     rows = [
         {
@@ -63,33 +77,41 @@ def summarize(best_lr: float, histories: list[History], epochs: int) -> tuple[di
 
 def write_comparison(
     metrics_path: Path,
-    curves_dir: Path,
+    curves_path: Path,
     seeds_path: Path,
     best_lrs: dict[str, float],
     histories: dict[str, list[History]],
     epochs: int,
+    torch_threads: int,
 ) -> dict:
-    """Write metrics (keyed by optimizer), one mean-curve CSV per optimizer and a per-seed table."""
+    """Write metrics keyed by optimizer, the mean curves and the per-seed curves (long tables)."""
     metrics = {}
+    curve_rows = []
     seed_rows = []
     for name, runs in histories.items():
         metrics[name], rows = summarize(best_lrs[name], runs, epochs)
-        write_csv(Path(curves_dir) / f"{name}.csv", rows, CURVE_FIELDS)
+        metrics[name]["torch_threads"] = torch_threads
+        curve_rows += [{"optimizer": name, **row} for row in rows]
         for seed, history in enumerate(runs):
             seed_rows += [{"optimizer": name, "seed": seed, **row} for row in history.rows()]
+    write_csv(curves_path, curve_rows, CURVE_FIELDS)
     write_csv(seeds_path, seed_rows, SEED_FIELDS)
     write_json(metrics_path, metrics)
     return metrics
 
 
-def read_curve(path: Path) -> dict[str, np.ndarray]:
-    """A curve CSV as arrays by column; empty cells (non-finite values) read as NaN."""
+def read_curves(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The mean curves by optimizer, as arrays by column; empty cells read as NaN."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {
-        key: np.array([float(row[key]) if row[key] != "" else np.nan for row in rows])
-        for key in CURVE_FIELDS
-    }
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    for name in dict.fromkeys(row["optimizer"] for row in rows):
+        mine = [row for row in rows if row["optimizer"] == name]
+        curves[name] = {
+            key: np.array([float(row[key]) if row[key] != "" else np.nan for row in mine])
+            for key in CURVE_FIELDS[1:]
+        }
+    return curves
 
 
 def plot_comparison(

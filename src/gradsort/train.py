@@ -3,12 +3,18 @@
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from gradsort.data import Split
+from gradsort.model import build_model, initial_state
+from gradsort.optim import make_optimizer
+
+if TYPE_CHECKING:
+    from gradsort.params import ModelParams, OptimizerSpec
 
 
 class DivergedError(RuntimeError):
@@ -90,28 +96,67 @@ def train(
 
 def train_from(
     state: dict[str, torch.Tensor],
-    hidden_size: int,
-    hidden_layers: int,
-    base: str,
-    transform: str,
-    kwargs: dict,
+    model: "ModelParams",
+    spec: "OptimizerSpec",
     lr: float,
     train_split: Split,
     val_split: Split,
     epochs: int,
     batch_size: int,
     seed: int,
-    on_epoch: Callable[[int, History], None] | None = None,
 ) -> History:
-    """Train a fresh MLP holding ``state`` with the named optimizer at ``lr``.
+    """Train a fresh MLP holding ``state`` with the optimizer ``spec`` at ``lr``.
 
     ``seed`` draws the batch order and seeds the transform's generator.
     """
-    from gradsort.model import build_model
-    from gradsort.optim import make_optimizer
-
-    model = build_model(
-        state, train_split.x.shape[1], hidden_size, hidden_layers, device=train_split.x.device
+    net = build_model(
+        state,
+        train_split.x.shape[1],
+        model.hidden_size,
+        model.hidden_layers,
+        device=train_split.x.device,
     )
-    optimizer = make_optimizer(model.parameters(), base, lr, transform, seed, **kwargs)
-    return train(model, optimizer, train_split, val_split, epochs, batch_size, seed, on_epoch)
+    optimizer = make_optimizer(net.parameters(), spec.base, lr, spec.transform, seed, **spec.kwargs)
+    return train(net, optimizer, train_split, val_split, epochs, batch_size, seed)
+
+
+def compare(
+    model: "ModelParams",
+    optimizers: dict[str, "OptimizerSpec"],
+    best_lrs: dict[str, float],
+    train_split: Split,
+    val_split: Split,
+    epochs: int,
+    batch_size: int,
+    seeds: int,
+    on_run: Callable[[str, int, History, DivergedError | None], None] | None = None,
+) -> dict[str, list[History]]:
+    """Train every optimizer at its best lr for each seed in ``range(seeds)``.
+
+    Within a seed every optimizer starts from the same initial weights and sees the same
+    batches, so differences between optimizers are paired. A diverged run keeps the epochs
+    it finished.
+    """
+    histories: dict[str, list[History]] = {name: [] for name in optimizers}
+    for seed in range(seeds):
+        state = initial_state(seed, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
+        for name, spec in optimizers.items():
+            error = None
+            try:
+                history = train_from(
+                    state,
+                    model,
+                    spec,
+                    best_lrs[name],
+                    train_split,
+                    val_split,
+                    epochs,
+                    batch_size,
+                    seed,
+                )
+            except DivergedError as err:
+                history, error = err.history, err
+            histories[name].append(history)
+            if on_run is not None:
+                on_run(name, seed, history, error)
+    return histories

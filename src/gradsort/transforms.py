@@ -18,7 +18,9 @@ def sort_values_(grad: torch.Tensor) -> None:
         if grad.is_contiguous():
             grad.detach().view(-1).numpy().sort()
         else:
-            grad.copy_(torch.from_numpy(np.sort(grad.detach().reshape(-1).numpy())).view(grad.shape))
+            grad.copy_(
+                torch.from_numpy(np.sort(grad.detach().reshape(-1).numpy())).view(grad.shape)
+            )
     else:
         grad.copy_(torch.sort(grad.reshape(-1)).values.view(grad.shape))
 

@@ -1,0 +1,95 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gradsort.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(key, value):
+    raw = copy.deepcopy(DEFAULTS)
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+DELETE = object()
+
+
+def test_defaults_are_the_published_setup():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.num_samples == 10000 and params.data.train_split == 0.8
+    assert params.data.seed == 42
+    assert (params.model.hidden_size, params.model.hidden_layers) == (256, 2)
+    assert (params.train.batch_size, params.train.epochs, params.train.seeds) == (128, 25, 5)
+    assert params.tune.trials == 15 and params.tune.epochs == 5 and params.tune.objective == "min"
+    assert (params.tune.lr_low, params.tune.lr_high) == (1e-5, 1e-1)
+    assert {n: (s.base, s.transform) for n, s in params.optimizers.items()} == {
+        "adam": ("adam", "none"),
+        "sorted_adam": ("adam", "sort"),
+    }
+
+
+def test_exponent_without_dot_is_a_float(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("lr_low: 1.0e-5", "lr_low: 1e-5"))
+    assert "lr_low: 1e-5" in path.read_text()
+    assert load_params(path).tune.lr_low == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.epoch", 3, r"unknown key train\.epoch; did you mean train\.epochs\?"),
+        ("tune.trail", 3, r"unknown key tune\.trail; did you mean tune\.trials\?"),
+        ("train.epochs", 0, r"train\.epochs=0 is not allowed; expected an integer >= 1"),
+        ("tune.trials", -1, r"tune\.trials=-1 .* an integer >= 1"),
+        ("train.seeds", 0, r"train\.seeds=0 .* an integer >= 1"),
+        ("tune.epochs", 2.5, r"tune\.epochs=2\.5 .* an integer >= 1"),
+        ("train.batch_size", "128", r"train\.batch_size='128' .* an integer"),
+        ("train.epochs", True, r"train\.epochs=True"),
+        ("tune.lr_low", 0.0, r"tune\.lr_low=0\.0 .* a number in \(0\.0, inf\)"),
+        ("tune.lr_low", "1e-5", r"tune\.lr_low='1e-5' .* a number"),
+        ("tune.lr_low", 0.5, r"tune\.lr_low=0\.5 .* below tune\.lr_high=0\.1"),
+        ("tune.objective", "mean", r"tune\.objective='mean' .* one of final, min"),
+        ("data.train_split", 1.0, r"data\.train_split=1\.0 .* a number in \(0\.0, 1\.0\)"),
+        ("data.num_samples", DELETE, r"missing key data\.num_samples"),
+        ("optimizers.adam.base", "adamm", r"optimizers\.adam\.base='adamm' .* one of .*adamw"),
+        ("optimizers.adam.transform", "sorted", r"transform='sorted' .* none, permute"),
+        ("optimizers.adam.lr", 0.1, r"unknown key optimizers\.adam\.lr"),
+        ("optimizers.adam.kwargs", {"momentum": 0.9}, r"kwargs\.momentum; adam accepts"),
+        ("optimizers.bad-name", {"base": "adam", "transform": "none"}, r"optimizers\.bad-name"),
+        ("optimizers", {}, r"optimizers=\{\} .* at least one optimizer"),
+        ("trian", {}, r"unknown key trian; did you mean train\?"),
+    ],
+)
+def test_bad_params_name_the_key_and_what_is_allowed(key, value, message):
+    with pytest.raises(ParamsError, match=message) as err:
+        parse_params(with_change(key, value))
+    assert "\n" not in str(err.value)
+
+
+def test_kwargs_pass_through_for_the_base():
+    raw = with_change(
+        "optimizers.sgd_m", {"base": "sgd", "transform": "sort", "kwargs": {"momentum": 0.9}}
+    )
+    assert parse_params(raw).optimizers["sgd_m"].kwargs == {"momentum": 0.9}
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradsort import train as train_module
+from gradsort.data import make_dataset, to_splits
+from gradsort.params import ModelParams, OptimizerSpec
+from gradsort.train import DivergedError, History, compare, train_from
+from gradsort.tune import NoTrialCompletedError, run_study, study_summary, trial_rows
+
+MODEL = ModelParams(hidden_size=16, hidden_layers=2)
+ADAM = OptimizerSpec("adam", "none")
+SORTED = OptimizerSpec("adam", "sort")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return to_splits(make_dataset(300, 0.8, seed=0))
+
+
+def test_every_optimizer_of_a_seed_starts_from_the_same_weights(splits, monkeypatch):
+    built = []
+    real_build = train_module.build_model
+
+    def spy(state, *args, **kwargs):
+        model = real_build(state, *args, **kwargs)
+        built.append([p.detach().clone() for p in model.parameters()])
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", spy)
+    specs = {"adam": ADAM, "sorted_adam": SORTED, "shuffled": OptimizerSpec("sgd", "shuffle")}
+    lrs = {"adam": 1e-3, "sorted_adam": 1e-5, "shuffled": 1e-2}
+    histories = compare(MODEL, specs, lrs, *splits, epochs=2, batch_size=32, seeds=2)
+
+    assert [len(h) for h in histories.values()] == [2, 2, 2]
+    assert len(built) == 6
+    seed0, seed1 = built[:3], built[3:]
+    for group in (seed0, seed1):
+        for other in group[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(group[0], other))
+    assert not torch.equal(seed0[0][0], seed1[0][0])
+
+
+def test_training_is_deterministic_and_records_every_epoch(splits):
+    state = train_module.initial_state(0, 40, 16, 2)
+    a = train_from(state, MODEL, SORTED, 1e-3, *splits, epochs=3, batch_size=32, seed=0)
+    b = train_from(state, MODEL, SORTED, 1e-3, *splits, epochs=3, batch_size=32, seed=0)
+    assert a == b
+    assert len(a.train_loss) == len(a.val_loss) == len(a.val_acc) == 3
+    assert all(0.0 <= acc <= 1.0 for acc in a.val_acc)
+    c = train_from(state, MODEL, ADAM, 1e-2, *splits, epochs=3, batch_size=32, seed=0)
+    assert c.val_loss[-1] < c.val_loss[0]  # plain Adam learns
+
+
+def test_divergence_is_raised_with_its_epoch(splits):
+    state = train_module.initial_state(0, 40, 16, 2)
+    with pytest.raises(DivergedError, match=r"non-finite .* at epoch 1") as err:
+        train_from(state, MODEL, OptimizerSpec("sgd", "none"), 1e12, *splits, 3, 32, 0)
+    assert err.value.epoch == 1 and len(err.value.history.val_loss) == 1
+
+
+def fake_training(curve):
+    def train_at(lr):
+        if lr > 1.0:
+            raise DivergedError(2, "train loss", History())
+        return History(val_loss=curve(lr))
+
+    return train_at
+
+
+def test_study_scores_min_or_final_and_records_failures():
+    curve = lambda lr: [abs(math.log10(lr) + 2) + 1.0, abs(math.log10(lr) + 2)]  # noqa: E731
+    study = run_study(fake_training(curve), 12, 1e-4, 1e2, sampler_seed=0, objective="final")
+    summary = study_summary(study)
+    rows = trial_rows(study)
+    assert summary["complete"] + summary["failed"] == 12 and summary["failed"] > 0
+    assert len(rows) == 12
+    failed = [r for r in rows if r["state"] == "fail"]
+    assert all(r["lr"] > 1.0 and r["value"] is None for r in failed)
+    assert all(r["fail_reason"] == "non-finite train loss at epoch 2" for r in failed)
+    best = min((r for r in rows if r["state"] == "complete"), key=lambda r: r["value"])
+    assert summary["best_lr"] == best["lr"] and summary["best_value"] == best["value"]
+
+    same = run_study(fake_training(curve), 12, 1e-4, 1e2, sampler_seed=0, objective="min")
+    assert [r["lr"] for r in trial_rows(same)] == [r["lr"] for r in rows]  # seeded sampler
+    for r_min, r_final in zip(trial_rows(same), rows):
+        if r_min["state"] == "complete":
+            assert r_min["value"] == pytest.approx(r_final["value"])  # min == final here
+
+
+def test_study_with_no_completed_trial_names_the_range():
+    with pytest.raises(NoTrialCompletedError, match=r"no trial of 3 completed for lr in \[2, 50\]"):
+        run_study(fake_training(lambda lr: [1.0]), 3, 2.0, 50.0, sampler_seed=0)
+
+
+def test_lrs_are_log_uniform_within_the_range():
+    study = run_study(fake_training(lambda lr: [1.0]), 10, 1e-5, 1e-1, sampler_seed=3)
+    lrs = np.array([r["lr"] for r in trial_rows(study)])
+    assert ((lrs >= 1e-5) & (lrs <= 1e-1)).all()
+    assert study.trials[0].distributions["lr"].log
