@@ -2,7 +2,6 @@ import copy
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from gradsort import GradientTransformOptimizer, SortedGradientOptimizer, make_optimizer
+from gradsort.model import make_mlp
 from gradsort.optim import make_base_optimizer
 from gradsort.transforms import TRANSFORMS, make_transform
 from tests.conftest import batches
@@ -220,49 +220,49 @@ def test_grad_scaler_cpu(mlp):
     assert all(not torch.equal(a, b) for a, b in zip(before, mlp.parameters()))
 
 
-RESUME = textwrap.dedent(
-    """
-    import sys, torch
-    from torch.nn import functional as F
-    from gradsort import make_optimizer
-    from gradsort.model import make_mlp
-    from tests.conftest import batches
-
-    transform, mode, path = sys.argv[1:]
+def train_steps(transform, steps, checkpoint=None):
+    """Train the test MLP for ``steps``, optionally from a checkpoint saved after ``start``."""
     torch.manual_seed(0)
     model = make_mlp(40, 32, 2)
     opt = make_optimizer(model.parameters(), "adam", 1e-3, transform, seed=5)
     data = batches(8)
-    if mode == "resume":
-        ckpt = torch.load(path, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        data = data[4:]
-    for i, (x, y) in enumerate(data):
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        data = data[int(checkpoint["steps"]) :]
+    for x, y in data[:steps]:
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        if mode == "save" and i == 3:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
-            break
-    if mode != "save":
-        torch.save(model.state_dict(), path + "." + mode)
-    """
-)
+    return model, opt
 
 
-@pytest.mark.parametrize("transform", ["sort", "shuffle", "permute"])
-def test_save_and_resume_in_a_fresh_process_is_bit_for_bit(tmp_path, transform):
-    script = tmp_path / "resume.py"
-    script.write_text(RESUME)
-    ckpt = str(tmp_path / "ckpt.pt")
+RESUME = """
+import sys, torch
+from tests.test_optim import train_steps
+for transform in sys.argv[2:]:
+    ckpt = torch.load(f"{sys.argv[1]}/{transform}.pt", weights_only=True)
+    model, _ = train_steps(transform, 4, ckpt)
+    torch.save(model.state_dict(), f"{sys.argv[1]}/{transform}.resumed.pt")
+"""
+
+
+def test_save_and_resume_in_a_fresh_process_is_bit_for_bit(tmp_path):
+    transforms = ["sort", "shuffle", "permute"]
+    for transform in transforms:
+        model, opt = train_steps(transform, 4)
+        checkpoint = {"model": model.state_dict(), "optimizer": opt.state_dict(), "steps": 4}
+        torch.save(checkpoint, tmp_path / f"{transform}.pt")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for mode in ("full", "save", "resume"):
-        subprocess.run([sys.executable, str(script), transform, mode, ckpt], check=True, env=env)
-    full = torch.load(ckpt + ".full", weights_only=True)
-    resumed = torch.load(ckpt + ".resume", weights_only=True)
-    for key in full:
-        assert torch.equal(full[key], resumed[key]), key
+    subprocess.run([sys.executable, "-c", RESUME, str(tmp_path), *transforms], check=True, env=env)
+    for transform in transforms:
+        full, _ = train_steps(transform, 8)
+        resumed = torch.load(tmp_path / f"{transform}.resumed.pt", weights_only=True)
+        for key, value in full.state_dict().items():
+            assert torch.equal(value, resumed[key]), (transform, key)
+        # The checkpoint really differs from the end state: the resumed steps did the work.
+        start = torch.load(tmp_path / f"{transform}.pt", weights_only=True)["model"]
+        assert not torch.equal(start["0.weight"], resumed["0.weight"])
 
 
 def test_state_dict_holds_transform_state(mlp):

@@ -40,7 +40,9 @@ ALL_STAGES = {"validate", "generate", "tune@adam", "tune@sorted_adam", "compare"
 def run(*args, cwd, check=True):
     result = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
     return result
 
 
@@ -111,7 +113,9 @@ def test_outputs_of_a_full_repro(project):
     assert (project / "plots/comparison_plot.png").read_bytes()[:4] == b"\x89PNG"
     assert not (project / "data/mnist1d.npz").read_bytes()[:2] != b"PK"
     ignored = run("git", "status", "--porcelain", "--ignored", cwd=project).stdout
-    assert "data/" in ignored and "data/mnist1d.npz" not in run("git", "ls-files", cwd=project).stdout
+    assert (
+        "data/" in ignored and "data/mnist1d.npz" not in run("git", "ls-files", cwd=project).stdout
+    )
 
 
 def test_metrics_and_plots_surface(project):
@@ -180,8 +184,14 @@ def test_bad_value_stops_the_stage_before_training(project):
 
 
 def test_diverging_trials_fail_cleanly(project):
-    edit_params(project, {("tune", "lr_low"): 1.0e3, ("tune", "lr_high"): 1.0e5,
-                          ("optimizers", "adam", "base"): "sgd"})
+    edit_params(
+        project,
+        {
+            ("tune", "lr_low"): 1.0e3,
+            ("tune", "lr_high"): 1.0e5,
+            ("optimizers", "adam", "base"): "sgd",
+        },
+    )
     try:
         result = run(sys.executable, "stages/tune.py", "adam", cwd=project, check=False)
         assert result.returncode == 1
@@ -200,7 +210,11 @@ def test_kill_during_tuning_then_repro_gives_the_uninterrupted_result(project):
     edit_params(project, {("tune", "sampler_seed"): 11})
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
-        cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     killed = None
@@ -228,9 +242,6 @@ def test_kill_during_tuning_then_repro_gives_the_uninterrupted_result(project):
     uninterrupted = dvc("repro", "-f", "-s", "--no-run-cache", killed, cwd=project)
     assert ran(uninterrupted) == {killed}
     assert strict_json(project / f"metrics/tune/{name}.json") == resumed
-
-    run("git", "checkout", "--", "params.yaml", cwd=project)
-    dvc("repro", cwd=project)  # back to the committed results, from DVC's run cache
     assert "up to date" in dvc("status", cwd=project).stdout
 
 

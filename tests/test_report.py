@@ -43,10 +43,19 @@ def test_non_finite_values_are_written_as_null(tmp_path):
 
 
 def test_diverged_run_keeps_files_strict(tmp_path):
-    runs = {"adam": [History([1.0, 0.9], [2.0, 1.5], [0.1, 0.2])],
-            "wild": [History([1.0], [math.inf], [0.1])]}
-    metrics = write_comparison(tmp_path / "c.json", tmp_path / "curves.csv", tmp_path / "s.csv",
-                               {"adam": 1e-3, "wild": 10.0}, runs, epochs=2, torch_threads=2)
+    runs = {
+        "adam": [History([1.0, 0.9], [2.0, 1.5], [0.1, 0.2])],
+        "wild": [History([1.0], [math.inf], [0.1])],
+    }
+    metrics = write_comparison(
+        tmp_path / "c.json",
+        tmp_path / "curves.csv",
+        tmp_path / "s.csv",
+        {"adam": 1e-3, "wild": 10.0},
+        runs,
+        epochs=2,
+        torch_threads=2,
+    )
     loaded = strict_load(tmp_path / "c.json")
     assert loaded["wild"]["final_val_loss"] is None
     assert loaded["adam"]["final_val_loss"] == 1.5 and loaded["adam"]["torch_threads"] == 2
@@ -67,8 +76,11 @@ def test_figure_renders_headless_with_one_line_per_optimizer(tmp_path, monkeypat
 
     epochs = np.arange(1, 4)
     curves = {
-        name: {"epoch": epochs, "val_loss": np.array([2.0, 1.5, 1.2]) + i,
-               "val_loss_std": np.full(3, 0.1)}
+        name: {
+            "epoch": epochs,
+            "val_loss": np.array([2.0, 1.5, 1.2]) + i,
+            "val_loss_std": np.full(3, 0.1),
+        }
         for i, name in enumerate(["adam", "sorted_adam", "shuffled_adam"])
     }
     lrs = {"adam": 0.0097, "sorted_adam": 1.1e-5, "shuffled_adam": 1e-3}
