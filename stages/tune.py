@@ -15,7 +15,7 @@ from gradsort.files import write_csv, write_json
 from gradsort.model import initial_state
 from gradsort.params import ParamsError, load_params
 from gradsort.stage import run_stage
-from gradsort.train import train_from
+from gradsort.train import train_many
 from gradsort.tune import describe, run_study, sqlite_url, study_summary, trial_rows
 
 DATA = "data/mnist1d.npz"
@@ -32,17 +32,18 @@ def main(say, name):
     train_split, val_split = to_splits(load_dataset(DATA))
     state = initial_state(TUNE_SEED, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
 
-    def train_at(lr):
-        return train_from(
-            state,
+    def train_wave(lrs):
+        k = len(lrs)
+        return train_many(
+            [state] * k,
             model,
             spec,
-            lr,
+            lrs,
+            [TUNE_SEED] * k,
             train_split,
             val_split,
             tune.epochs,
             params.train.batch_size,
-            TUNE_SEED,
         )
 
     # The study is built in a fixed side file, so a killed run leaves nothing a rerun reads:
@@ -53,12 +54,13 @@ def main(say, name):
     partial.unlink(missing_ok=True)
     try:
         study = run_study(
-            train_at,
+            train_wave,
             tune.trials,
             tune.lr_low,
             tune.lr_high,
             tune.sampler_seed,
             tune.objective,
+            tune.wave_size,
             storage=sqlite_url(partial),
             study_name=name,
             on_trial=lambda t: say(describe(t)),

@@ -6,8 +6,9 @@ import torch
 
 from gradsort import train as train_module
 from gradsort.data import make_dataset, to_splits
+from gradsort.history import DivergedError, History
 from gradsort.params import ModelParams, OptimizerSpec
-from gradsort.train import DivergedError, History, compare, train_from
+from gradsort.train import compare, train_from
 from gradsort.tune import NoTrialCompletedError, run_study, study_summary, trial_rows
 
 MODEL = ModelParams(hidden_size=16, hidden_layers=2)
@@ -21,26 +22,35 @@ def splits():
 
 
 def test_every_optimizer_of_a_seed_starts_from_the_same_weights(splits, monkeypatch):
-    built = []
-    real_build = train_module.build_model
+    starts = {}  # (optimizer base, seed) -> initial tensors
+    real_batched, real_single = train_module.train_batched, train_module.train_from
 
-    def spy(state, *args, **kwargs):
-        model = real_build(state, *args, **kwargs)
-        built.append([p.detach().clone() for p in model.parameters()])
-        return model
+    def spy_batched(states, base, *args, **kwargs):
+        for seed, state in enumerate(states):
+            starts[(base, seed)] = [t.clone() for t in state.values()]
+        return real_batched(states, base, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "build_model", spy)
-    specs = {"adam": ADAM, "sorted_adam": SORTED, "shuffled": OptimizerSpec("sgd", "shuffle")}
-    lrs = {"adam": 1e-3, "sorted_adam": 1e-5, "shuffled": 1e-2}
+    def spy_single(state, model, spec, lr, *args):
+        starts[(spec.base, args[-1])] = [t.clone() for t in state.values()]
+        return real_single(state, model, spec, lr, *args)
+
+    monkeypatch.setattr(train_module, "train_batched", spy_batched)
+    monkeypatch.setattr(train_module, "train_from", spy_single)
+    specs = {
+        "adam": ADAM,
+        "sorted_sgd": OptimizerSpec("sgd", "sort"),
+        "rms": OptimizerSpec("rmsprop", "shuffle"),
+    }  # rmsprop trains one model at a time
+    lrs = {"adam": 1e-3, "sorted_sgd": 1e-2, "rms": 1e-3}
     histories = compare(MODEL, specs, lrs, *splits, epochs=2, batch_size=32, seeds=2)
 
     assert [len(h) for h in histories.values()] == [2, 2, 2]
-    assert len(built) == 6
-    seed0, seed1 = built[:3], built[3:]
-    for group in (seed0, seed1):
-        for other in group[1:]:
-            assert all(torch.equal(a, b) for a, b in zip(group[0], other))
-    assert not torch.equal(seed0[0][0], seed1[0][0])
+    assert len(starts) == 6
+    for seed in (0, 1):
+        first = starts[("adam", seed)]
+        for base in ("sgd", "rmsprop"):
+            assert all(torch.equal(a, b) for a, b in zip(first, starts[(base, seed)]))
+    assert not torch.equal(starts[("adam", 0)][0], starts[("adam", 1)][0])
 
 
 def test_training_is_deterministic_and_records_every_epoch(splits):
@@ -62,12 +72,13 @@ def test_divergence_is_raised_with_its_epoch(splits):
 
 
 def fake_training(curve):
-    def train_at(lr):
-        if lr > 1.0:
-            raise DivergedError(2, "train loss", History())
-        return History(val_loss=curve(lr))
+    def train_wave(lrs):
+        return [
+            DivergedError(2, "train loss", History()) if lr > 1.0 else History(val_loss=curve(lr))
+            for lr in lrs
+        ]
 
-    return train_at
+    return train_wave
 
 
 def test_study_scores_min_or_final_and_records_failures():

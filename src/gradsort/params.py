@@ -49,6 +49,7 @@ class TuneParams:
     lr_low: float
     lr_high: float
     sampler_seed: int
+    wave_size: int
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ SCHEMA = {
         "lr_low": _float(0.0, math.inf),
         "lr_high": _float(0.0, math.inf),
         "sampler_seed": _int(0, _SEED_MAX),
+        "wave_size": _int(1),
     },
 }
 OPTIMIZER_KEYS = {"base": True, "transform": True, "kwargs": False}  # key -> required

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from gradsort.files import atomic_path, write_csv, write_json
-from gradsort.train import History
+from gradsort.history import History
 
 CURVE_FIELDS = (
     "optimizer",

@@ -2,43 +2,20 @@
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gradsort.batched import supports, train_batched
 from gradsort.data import Split
+from gradsort.history import DivergedError, History
 from gradsort.model import build_model, initial_state
 from gradsort.optim import make_optimizer
 
 if TYPE_CHECKING:
     from gradsort.params import ModelParams, OptimizerSpec
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss."""
-
-    def __init__(self, epoch: int, what: str, history: "History") -> None:
-        super().__init__(f"non-finite {what} at epoch {epoch}")
-        self.epoch = epoch
-        self.history = history
-
-
-@dataclass
-class History:
-    """Per-epoch train loss, validation loss and validation accuracy (epoch 1 first)."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-
-    def rows(self) -> list[dict]:
-        return [
-            {"epoch": i + 1, "train_loss": t, "val_loss": v, "val_acc": a}
-            for i, (t, v, a) in enumerate(zip(self.train_loss, self.val_loss, self.val_acc))
-        ]
 
 
 @torch.no_grad()
@@ -120,6 +97,46 @@ def train_from(
     return train(net, optimizer, train_split, val_split, epochs, batch_size, seed)
 
 
+def train_many(
+    states: list[dict[str, torch.Tensor]],
+    model: "ModelParams",
+    spec: "OptimizerSpec",
+    lrs: list[float],
+    seeds: list[int],
+    train_split: Split,
+    val_split: Split,
+    epochs: int,
+    batch_size: int,
+) -> list[History | DivergedError]:
+    """Train model i from ``states[i]`` at ``lrs[i]`` with seed ``seeds[i]``, all of them.
+
+    Bases with a batched update train together in one computation (``gradsort.batched``);
+    the others one after the other. Each result is a History or the run's DivergedError.
+    """
+    if supports(spec.base, spec.kwargs):
+        return train_batched(
+            states,
+            spec.base,
+            spec.transform,
+            spec.kwargs,
+            lrs,
+            seeds,
+            train_split,
+            val_split,
+            epochs,
+            batch_size,
+        )
+    results: list[History | DivergedError] = []
+    for state, lr, seed in zip(states, lrs, seeds):
+        try:
+            results.append(
+                train_from(state, model, spec, lr, train_split, val_split, epochs, batch_size, seed)
+            )
+        except DivergedError as err:
+            results.append(err)
+    return results
+
+
 def compare(
     model: "ModelParams",
     optimizers: dict[str, "OptimizerSpec"],
@@ -137,25 +154,28 @@ def compare(
     batches, so differences between optimizers are paired. A diverged run keeps the epochs
     it finished.
     """
-    histories: dict[str, list[History]] = {name: [] for name in optimizers}
-    for seed in range(seeds):
-        state = initial_state(seed, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
-        for name, spec in optimizers.items():
-            error = None
-            try:
-                history = train_from(
-                    state,
-                    model,
-                    spec,
-                    best_lrs[name],
-                    train_split,
-                    val_split,
-                    epochs,
-                    batch_size,
-                    seed,
-                )
-            except DivergedError as err:
-                history, error = err.history, err
+    features = train_split.x.shape[1]
+    states = [
+        initial_state(seed, features, model.hidden_size, model.hidden_layers)
+        for seed in range(seeds)
+    ]
+    histories: dict[str, list[History]] = {}
+    for name, spec in optimizers.items():
+        results = train_many(
+            states,
+            model,
+            spec,
+            [best_lrs[name]] * seeds,
+            list(range(seeds)),
+            train_split,
+            val_split,
+            epochs,
+            batch_size,
+        )
+        histories[name] = []
+        for seed, result in enumerate(results):
+            error = result if isinstance(result, DivergedError) else None
+            history = result.history if error else result
             histories[name].append(history)
             if on_run is not None:
                 on_run(name, seed, history, error)

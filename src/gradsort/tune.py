@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from gradsort.train import DivergedError, History
+from gradsort.history import DivergedError, History
 
 log = logging.getLogger(__name__)
 
@@ -18,46 +18,63 @@ OBJECTIVES: dict[str, Callable[[History], float]] = {
 }
 
 
+# TPE's default: this many trials are drawn at random before TPE models the results.
+STARTUP_TRIALS = 10
+
+
 class NoTrialCompletedError(RuntimeError):
     """Every trial of a study failed."""
 
 
+def waves(trials: int, startup: int, wave_size: int) -> list[int]:
+    """Sizes of the waves of trials: the independent start-up trials together, then
+    ``wave_size`` at a time."""
+    first = min(trials, max(startup, 1))
+    rest = trials - first
+    return [first] + [min(wave_size, rest - i) for i in range(0, rest, wave_size)]
+
+
 def run_study(
-    train_at: Callable[[float], History],
+    train_wave: Callable[[list[float]], list[History | DivergedError]],
     trials: int,
     lr_low: float,
     lr_high: float,
     sampler_seed: int,
     objective: str = "min",
+    wave_size: int = 1,
     storage: str | None = None,
     study_name: str = "lr",
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.Study:
-    """Tune the learning rate: ``trials`` trials of ``train_at(lr)``, lr log-uniform.
+    """Tune the learning rate: ``trials`` trials, lr log-uniform in [lr_low, lr_high].
 
-    A fresh TPE sampler seeded with ``sampler_seed`` proposes each lr; a trial scores the
-    minimum or the final validation loss of its history. A trial whose training diverges is
+    A fresh TPE sampler seeded with ``sampler_seed`` proposes the lrs, and ``train_wave``
+    trains the lrs of a wave together. The start-up trials, which TPE draws at random, form
+    the first wave and get the same lrs as they would one by one; later waves of
+    ``wave_size`` trials are proposed with the constant liar, so TPE learns from every
+    trial that finished before the wave (``wave_size: 1`` is plain sequential TPE). A trial
+    scores the minimum or the final validation loss of its history; a diverged trial is
     recorded as failed with its reason and the study goes on.
     """
     score = OBJECTIVES[objective]
+    sampler = optuna.samplers.TPESampler(
+        n_startup_trials=STARTUP_TRIALS, constant_liar=True, seed=sampler_seed
+    )
     study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        storage=storage, study_name=study_name, direction="minimize", sampler=sampler
     )
     distributions = {"lr": optuna.distributions.FloatDistribution(lr_low, lr_high, log=True)}
-    for _ in range(trials):
-        trial = study.ask(distributions)
-        try:
-            value = score(train_at(trial.params["lr"]))
-        except DivergedError as err:
-            trial.set_user_attr("fail_reason", str(err))
-            frozen = study.tell(trial, state=TrialState.FAIL)
-        else:
-            frozen = study.tell(trial, value)
-        if on_trial is not None:
-            on_trial(frozen)
+    for size in waves(trials, STARTUP_TRIALS, wave_size):
+        asked = [study.ask(distributions) for _ in range(size)]
+        results = train_wave([trial.params["lr"] for trial in asked])
+        for trial, result in zip(asked, results):
+            if isinstance(result, DivergedError):
+                trial.set_user_attr("fail_reason", str(result))
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            else:
+                frozen = study.tell(trial, score(result))
+            if on_trial is not None:
+                on_trial(frozen)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise NoTrialCompletedError(
             f"no trial of {trials} completed for lr in [{lr_low:g}, {lr_high:g}]"
