@@ -2,12 +2,10 @@
 
 import json
 
-import torch
-
 from gradsort.data import load_dataset, to_splits
 from gradsort.params import load_params
 from gradsort.report import write_comparison
-from gradsort.stage import run_stage
+from gradsort.stage import run_stage, set_threads
 from gradsort.train import compare
 
 DATA = "data/mnist1d.npz"
@@ -15,6 +13,7 @@ DATA = "data/mnist1d.npz"
 
 def main(say):
     params = load_params()
+    threads = set_threads(params.train.threads)
     train = params.train
     best_lrs = {}
     for name in params.optimizers:
@@ -47,7 +46,7 @@ def main(say):
         best_lrs,
         histories,
         train.epochs,
-        torch.get_num_threads(),
+        threads,
     )
 
 

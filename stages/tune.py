@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import optuna
-import torch
 
 from gradsort.data import load_dataset, to_splits
 from gradsort.files import write_csv, write_json
 from gradsort.model import initial_state
 from gradsort.params import ParamsError, load_params
-from gradsort.stage import run_stage
+from gradsort.stage import run_stage, set_threads
 from gradsort.train import train_many
 from gradsort.tune import describe, run_study, sqlite_url, study_summary, trial_rows
 
@@ -26,6 +25,7 @@ TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch or
 def main(say, name):
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints its own lines
     params = load_params()
+    threads = set_threads(params.train.threads)
     if name not in params.optimizers:
         raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
     spec, tune, model = params.optimizers[name], params.tune, params.model
@@ -69,7 +69,7 @@ def main(say, name):
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, storage)
-    summary = {**study_summary(study), "torch_threads": torch.get_num_threads()}
+    summary = {**study_summary(study), "torch_threads": threads}
     write_csv(f"plots/tune/{name}.csv", trial_rows(study), TRIAL_FIELDS)
     write_json(f"metrics/tune/{name}.json", summary)
     say(

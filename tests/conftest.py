@@ -3,6 +3,9 @@ import torch
 
 from gradsort.model import make_mlp
 
+# One thread: the tests run beside other work on small machines, where threads stall each other.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def mlp():

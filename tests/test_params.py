@@ -32,6 +32,7 @@ def test_defaults_are_the_published_setup():
     assert params.data.seed == 42
     assert (params.model.hidden_size, params.model.hidden_layers) == (256, 2)
     assert (params.train.batch_size, params.train.epochs, params.train.seeds) == (128, 25, 5)
+    assert params.train.threads == 1 and params.tune.wave_size == 5
     assert params.tune.trials == 15 and params.tune.epochs == 5 and params.tune.objective == "min"
     assert (params.tune.lr_low, params.tune.lr_high) == (1e-5, 1e-1)
     assert {n: (s.base, s.transform) for n, s in params.optimizers.items()} == {

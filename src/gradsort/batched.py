@@ -10,6 +10,7 @@ floating-point operations differs: batched matmuls, a per-model learning rate te
 """
 
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -189,7 +190,7 @@ def train_batched(
     device = train_split.x.device
     net = StackedMLP(states, device)
     update = BatchedUpdate(base, net.params, lrs, **kwargs)
-    transforms = BatchedTransform(transform, seeds, threads=torch.get_num_threads())
+    transforms = BatchedTransform(transform, seeds, threads=os.cpu_count() or 1)
     generators = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(seeds)}
     histories = [History() for _ in range(k)]
     diverged: list[DivergedError | None] = [None] * k

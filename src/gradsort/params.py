@@ -39,6 +39,7 @@ class TrainParams:
     batch_size: int
     epochs: int
     seeds: int
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ SCHEMA = {
         "seed": _int(0, _SEED_MAX),
     },
     "model": {"hidden_size": _int(1), "hidden_layers": _int(0)},
-    "train": {"batch_size": _int(1), "epochs": _int(1), "seeds": _int(1)},
+    "train": {"batch_size": _int(1), "epochs": _int(1), "seeds": _int(1), "threads": _int(0)},
     "tune": {
         "trials": _int(1),
         "epochs": _int(1),

@@ -4,12 +4,24 @@ import sys
 import time
 from collections.abc import Callable
 
+import torch
+
 from gradsort.data import DatasetError
 from gradsort.params import ParamsError
 from gradsort.tune import NoTrialCompletedError
 
 # Errors whose message is the whole story; anything else keeps its traceback.
 EXPECTED_ERRORS = (ParamsError, DatasetError, NoTrialCompletedError)
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` torch threads (0: torch's default); returns the number in use.
+
+    On a shared machine several small-op threads stall each other, so one is the default.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def run_stage(stage: str, main: Callable[[Callable[[str], None]], None]) -> None:
