@@ -1,6 +1,6 @@
 """The pipeline against the plain program (benchmarks/plain.py), side by side, on the defaults.
 
-Runs the plain program, then a cold ``dvc repro`` in a fresh clone of this repository, for
+Runs the plain program, then a cold ``dvc repro --force`` in a fresh clone of this repository, for
 each seed count asked for; prints per stage and in total the wall time of both and their
 ratio, the achieved GFLOP/s of the training arithmetic against this machine's measured fp32
 matmul peak, and the peak resident memory of each run.
@@ -81,7 +81,7 @@ def run_pipeline(seeds: int) -> tuple[float, int, dict]:
             "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
             "PYTHONPATH": str(clone / "src"),
         }
-        wall, rss, out = timed([sys.executable, "-m", "dvc", "repro"], clone, env)
+        wall, rss, out = timed([sys.executable, "-m", "dvc", "repro", "--force"], clone, env)
     stages = {m[1]: float(m[2]) for m in re.finditer(r"^(\S+): done in ([\d.]+) s$", out, re.M)}
     return wall, rss, stages
 

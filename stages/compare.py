@@ -1,8 +1,7 @@
 """Stage compare: train every optimizer at its best lr from the same initial weights per seed."""
 
-import json
-
 from gradsort.data import load_dataset, to_splits
+from gradsort.files import InputFileError, read_json
 from gradsort.params import load_params
 from gradsort.report import write_comparison
 from gradsort.stage import run_stage, set_threads
@@ -17,8 +16,10 @@ def main(say):
     train = params.train
     best_lrs = {}
     for name in params.optimizers:
-        with open(f"metrics/tune/{name}.json") as f:
-            best_lrs[name] = json.load(f)["best_lr"]
+        path = f"metrics/tune/{name}.json"
+        best_lrs[name] = read_json(path).get("best_lr")
+        if not isinstance(best_lrs[name], float) or not best_lrs[name] > 0:
+            raise InputFileError(f"{path}: no positive best_lr; rerun tune@{name}")
     train_split, val_split = to_splits(load_dataset(DATA))
 
     def on_run(name, seed, history, error):

@@ -48,6 +48,7 @@ def main(say, name):
 
     # The study is built in a fixed side file, so a killed run leaves nothing a rerun reads:
     # the rerun starts a fresh study and ends with exactly tune.trials trials.
+    # Limitation: the trials a killed run finished are discarded, not resumed.
     storage = Path(f"data/studies/{name}.db")
     partial = storage.with_name(storage.name + ".partial")
     storage.parent.mkdir(parents=True, exist_ok=True)

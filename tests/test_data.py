@@ -107,7 +107,8 @@ def _good():
         (lambda a: a.update(y=a["y"][:-1]), "matching lengths"),
         (lambda a: a.update(x_test=a["x_test"][:, :30]), "x has 40 features but x_test 30"),
         (lambda a: a.update(y=a["y"] + 10), "integer labels 0..9"),
-        (lambda a: a.update(x=np.full_like(a["x"], np.nan)), "finite floats"),
+        (lambda a: a.update(x=np.full_like(a["x"], np.nan)), "floats that are finite"),
+        (lambda a: a.update(x=a["x"] * 1e300), "finite in float32"),
         (lambda a: a.update(x=np.array([[object()]] * 80, dtype=object)), "readable npz"),
     ],
 )
@@ -128,6 +129,9 @@ def test_truncated_and_missing_files(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="not a readable npz"):
         load_dataset(path)
+    np.save(path, np.zeros((3, 40)))  # a single .npy array at the npz path
+    with pytest.raises(DatasetError, match="holds one array, not the npz archive"):
+        load_dataset(path.with_suffix(".npz.npy").rename(path))
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(tmp_path / "absent.npz")
     assert not zipfile.is_zipfile(path)

@@ -355,3 +355,23 @@ def test_sort_on_float16_and_bfloat16():
         out = g.clone()
         make_transform("sort").apply_(0, out)
         assert torch.equal(out, torch.sort(g).values)
+
+
+def test_loading_a_state_of_another_transform_is_refused_before_anything_loads(mlp):
+    saved = make_optimizer(mlp.parameters(), "adam", 1e-2, "sort")
+    run(mlp, saved, batches(1))
+    other = make_optimizer(mlp.parameters(), "adam", 1e-3, "shuffle")
+    with pytest.raises(ValueError, match="saved with transform 'sort'.*uses 'shuffle'"):
+        other.load_state_dict(saved.state_dict())
+    assert other.param_groups[0]["lr"] == 1e-3 and not other.state
+
+
+def test_state_dict_hooks_registered_on_the_wrapper_run(mlp):
+    opt = SortedGradientOptimizer(torch.optim.Adam(mlp.parameters(), lr=1e-3))
+    calls = []
+    opt.register_state_dict_pre_hook(lambda o: calls.append("pre"))
+    opt.register_state_dict_post_hook(lambda o, sd: calls.append("post"))
+    opt.register_load_state_dict_pre_hook(lambda o, sd: calls.append("load_pre"))
+    opt.register_load_state_dict_post_hook(lambda o: calls.append("load_post"))
+    opt.load_state_dict(opt.state_dict())
+    assert calls == ["pre", "post", "load_pre", "load_post"]

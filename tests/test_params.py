@@ -69,9 +69,37 @@ def test_exponent_without_dot_is_a_float(tmp_path):
         ("optimizers.adam.transform", "sorted", r"transform='sorted' .* none, permute"),
         ("optimizers.adam.lr", 0.1, r"unknown key optimizers\.adam\.lr"),
         ("optimizers.adam.kwargs", {"momentum": 0.9}, r"kwargs\.momentum; adam accepts"),
-        ("optimizers.bad-name", {"base": "adam", "transform": "none"}, r"optimizers\.bad-name"),
+        (
+            "optimizers.bad-name",
+            {"base": "adam", "transform": "none"},
+            r"optimizer name 'bad-name'",
+        ),
         ("optimizers", {}, r"optimizers=\{\} .* at least one optimizer"),
         ("trian", {}, r"unknown key trian; did you mean train\?"),
+        ("optimizers.adam.kwargs", {"betas": [0.9]}, r"kwargs\.betas=\[0\.9\] .* a list of 2"),
+        ("optimizers.adam.kwargs", {"amsgrad": "maybe"}, r"kwargs\.amsgrad='maybe' .* true or"),
+        ("optimizers.adam.kwargs", {"eps": -1.0}, r"not accepted by adam: Invalid epsilon"),
+        ("optimizers.adam.kwargs", {"betas": [0.9, 1.5]}, r"not accepted by adam: Invalid beta"),
+        ("optimizers.adam.kwargs", {"capturable": True}, r"unknown key .*kwargs\.capturable"),
+        (
+            "optimizers.s",
+            {"base": "sgd", "transform": "none", "kwargs": {"nesterov": True}},
+            r"not accepted by sgd: Nesterov momentum requires",
+        ),
+        (
+            "optimizers.s",
+            {"base": "sgd", "transform": "none", "kwargs": {"momentum": "high"}},
+            r"kwargs\.momentum='high' .* a number",
+        ),
+        ("optimizers.l", {"base": "lbfgs", "transform": "none"}, r"base='lbfgs' .* one of"),
+        ("optimizers.l", {"base": ["adam"], "transform": "none"}, r"base=\['adam'\]"),
+        ("optimizers.l", {"base": "adam", "transform": ["sort"]}, r"transform=\['sort'\]"),
+        (
+            "optimizers.o\n",
+            {"base": "adam", "transform": "none"},
+            r"optimizer name 'o\\n' is not allowed",
+        ),
+        ("train.threads", 10**8, r"train\.threads=100000000 .* \[0, 1024\]"),
     ],
 )
 def test_bad_params_name_the_key_and_what_is_allowed(key, value, message):
@@ -85,6 +113,18 @@ def test_kwargs_pass_through_for_the_base():
         "optimizers.sgd_m", {"base": "sgd", "transform": "sort", "kwargs": {"momentum": 0.9}}
     )
     assert parse_params(raw).optimizers["sgd_m"].kwargs == {"momentum": 0.9}
+
+
+def test_yaml_is_read_as_dvc_reads_it(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("seed: 42", "seed: 010").replace("  adam:\n", "  yes:\n", 1))
+    params = load_params(path)
+    assert params.data.seed == 10  # YAML 1.2: no octal
+    assert "yes" in params.optimizers  # a name, not a boolean
+    path.write_text(text + "train:\n  epochs: 3\n")
+    with pytest.raises(ParamsError, match="not valid YAML.*duplicate key"):
+        load_params(path)
 
 
 def test_unreadable_files(tmp_path):

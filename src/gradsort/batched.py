@@ -10,7 +10,6 @@ floating-point operations differs: batched matmuls, a per-model learning rate te
 """
 
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +22,7 @@ from gradsort.history import DivergedError, History
 from gradsort.transforms import GradientTransform, make_transform
 
 # Base optimizers with a batched update below, and the keyword arguments it implements.
+# Limitation: other bases and keywords (amsgrad, maximize, ...) train one model at a time.
 BATCHED_KWARGS = {
     "adam": {"betas", "eps", "weight_decay"},
     "adamw": {"betas", "eps", "weight_decay"},
@@ -190,42 +190,45 @@ def train_batched(
     device = train_split.x.device
     net = StackedMLP(states, device)
     update = BatchedUpdate(base, net.params, lrs, **kwargs)
-    transforms = BatchedTransform(transform, seeds, threads=os.cpu_count() or 1)
+    transforms = BatchedTransform(transform, seeds, threads=torch.get_num_threads())
     generators = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(seeds)}
     histories = [History() for _ in range(k)]
     diverged: list[DivergedError | None] = [None] * k
     n = len(train_split)
 
-    for epoch in range(1, epochs + 1):
-        # Models that share a seed share the batch order, as they would in separate runs.
-        orders = {s: torch.randperm(n, generator=g) for s, g in generators.items()}
-        order = torch.stack([orders[s] for s in seeds]).to(device)
-        total = torch.zeros(k, device=device)
-        for start in range(0, n, batch_size):
-            idx = order[:, start : start + batch_size]
-            logits = net(train_split.x[idx])
-            losses = F.cross_entropy(
-                logits.transpose(1, 2), train_split.y[idx], reduction="none"
-            ).mean(dim=1)
-            grads = [g.contiguous() for g in torch.autograd.grad(losses.sum(), net.params)]
-            for i, grad in enumerate(grads):
-                transforms.apply_(i, grad)
-            update.step(grads)
-            total += losses.detach() * idx.shape[1]
-        train_losses = (total / n).tolist()
-        val_losses, val_accs = (t.tolist() for t in _evaluate(net, val_split))
-        for i in range(k):
-            if diverged[i] is not None:
-                continue
-            history = histories[i]
-            history.train_loss.append(train_losses[i])
-            history.val_loss.append(val_losses[i])
-            history.val_acc.append(val_accs[i])
-            if not math.isfinite(train_losses[i]):
-                diverged[i] = DivergedError(epoch, "train loss", history)
-            elif not math.isfinite(val_losses[i]):
-                diverged[i] = DivergedError(epoch, "validation loss", history)
-        if all(d is not None for d in diverged):
-            break
-    transforms.close()
+    try:
+        for epoch in range(1, epochs + 1):
+            # Models that share a seed share the batch order, as they would in separate runs.
+            orders = {s: torch.randperm(n, generator=g) for s, g in generators.items()}
+            order = torch.stack([orders[s] for s in seeds]).to(device)
+            total = torch.zeros(k, device=device)
+            for start in range(0, n, batch_size):
+                idx = order[:, start : start + batch_size]
+                logits = net(train_split.x[idx])
+                losses = F.cross_entropy(
+                    logits.transpose(1, 2), train_split.y[idx], reduction="none"
+                ).mean(dim=1)
+                grads = [g.contiguous() for g in torch.autograd.grad(losses.sum(), net.params)]
+                for i, grad in enumerate(grads):
+                    transforms.apply_(i, grad)
+                update.step(grads)
+                total += losses.detach() * idx.shape[1]
+            train_losses = (total / n).tolist()
+            val_losses, val_accs = (t.tolist() for t in _evaluate(net, val_split))
+            for i in range(k):
+                if diverged[i] is not None:
+                    continue
+                history = histories[i]
+                history.train_loss.append(train_losses[i])
+                history.val_loss.append(val_losses[i])
+                history.val_acc.append(val_accs[i])
+                if not math.isfinite(train_losses[i]):
+                    diverged[i] = DivergedError(epoch, "train loss", history)
+                elif not math.isfinite(val_losses[i]):
+                    diverged[i] = DivergedError(epoch, "validation loss", history)
+            # Limitation: a diverged model stays in the batch, computing NaNs, until all have.
+            if all(d is not None for d in diverged):
+                break
+    finally:
+        transforms.close()
     return [d if d is not None else h for h, d in zip(histories, diverged)]

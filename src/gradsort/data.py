@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradsort.files import atomic_path
+from gradsort.files import InputFileError, atomic_path
 
 ARRAYS = ("x", "y", "x_test", "y_test")
 NUM_CLASSES = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(InputFileError):
     """A dataset file that is missing, unreadable or not shaped like mnist1d."""
 
 
@@ -42,7 +42,10 @@ def load_dataset(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DatasetError(f"{path}: no such file; run the generate stage first")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(f"{path}: holds one array, not the npz archive of {list(ARRAYS)}")
+        with loaded as npz:
             missing = [name for name in ARRAYS if name not in npz.files]
             if missing:
                 raise DatasetError(f"{path}: missing arrays {missing}; expected {list(ARRAYS)}")
@@ -72,11 +75,15 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         )
     if len(x) == 0 or len(x_test) == 0:
         raise DatasetError(f"{path}: the train and test splits must both be non-empty")
+    if x.shape[1] == 0:
+        raise DatasetError(f"{path}: x has no features")
     if x.shape[1] != x_test.shape[1]:
         raise DatasetError(f"{path}: x has {x.shape[1]} features but x_test {x_test.shape[1]}")
     for name, array in (("x", x), ("x_test", x_test)):
-        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
-            raise DatasetError(f"{path}: {name} must hold finite floats")
+        with np.errstate(over="ignore"):
+            finite = array.dtype.kind == "f" and np.isfinite(array.astype(np.float32)).all()
+        if not finite:
+            raise DatasetError(f"{path}: {name} must hold floats that are finite in float32")
     for name, array in (("y", y), ("y_test", y_test)):
         if (
             not np.issubdtype(array.dtype, np.integer)

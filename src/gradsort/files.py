@@ -10,6 +10,24 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
+class InputFileError(ValueError):
+    """An input file of a stage that is missing or not what the stage wrote."""
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; raises InputFileError naming the file."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file; run the stage that writes it") from None
+    except (OSError, ValueError) as err:
+        raise InputFileError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise InputFileError(f"{path}: expected a JSON object")
+    return data
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds."""
@@ -17,6 +35,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would otherwise survive the rename
     try:
         yield Path(tmp)
         os.replace(tmp, path)

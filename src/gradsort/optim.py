@@ -109,6 +109,9 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
     def defaults(self, value: dict) -> None:
         self.base.defaults = value
 
+    # Limitation: a global hook (torch.optim.optimizer.register_optimizer_step_pre_hook) runs
+    # twice per step, once for the wrapper and once for the base; nested wrappers share the
+    # state_dict key of the transform, so only the outer one's is kept.
     def __getstate__(self) -> dict:
         return {"base": self.base, "transform": self.transform}
 
@@ -165,18 +168,35 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         self.base.add_param_group(param_group)
 
     def state_dict(self) -> dict:
-        """The base optimizer's state dict plus the transform's state."""
+        """The base optimizer's state dict plus the transform's state (and its name)."""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
         state = self.base.state_dict()
-        state[_TRANSFORM_KEY] = self.transform.state_dict()
+        state[_TRANSFORM_KEY] = {"name": self.transform.name, **self.transform.state_dict()}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            state = hook(self, state) or state
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load what ``state_dict`` returned; the base keeps its own loading rules."""
+        """Load what ``state_dict`` returned; the base keeps its own loading rules.
+
+        A state saved with another transform is refused before anything is loaded.
+        """
         state_dict = dict(state_dict)
-        transform_state = state_dict.pop(_TRANSFORM_KEY, None)
-        self.base.load_state_dict(state_dict)
-        if transform_state is not None:
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = hook(self, state_dict) or state_dict
+        transform_state = dict(state_dict.pop(_TRANSFORM_KEY, {"name": self.transform.name}))
+        saved = transform_state.pop("name", None)
+        if saved != self.transform.name:
+            raise ValueError(
+                f"state_dict was saved with transform {saved!r}, this optimizer uses "
+                f"{self.transform.name!r}"
+            )
+        if transform_state:
             self.transform.load_state_dict(transform_state)
+        self.base.load_state_dict(state_dict)
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
 
 class SortedGradientOptimizer(GradientTransformOptimizer):

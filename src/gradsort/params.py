@@ -5,15 +5,18 @@ any section stops the stage before it does any work, with one line naming the ke
 """
 
 import difflib
+import inspect
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import torch
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
-from gradsort.optim import base_optimizer_kwargs, base_optimizers
+from gradsort.optim import base_optimizer_kwargs, base_optimizers, make_optimizer
 from gradsort.transforms import TRANSFORMS
 
 
@@ -70,7 +73,7 @@ class Params:
 
 
 OBJECTIVES = ("min", "final")
-_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_NAME = re.compile(r"[A-Za-z0-9_]+")
 _SEED_MAX = 2**32 - 1
 
 
@@ -113,8 +116,13 @@ SCHEMA = {
         "train_split": _float(0.0, 1.0),
         "seed": _int(0, _SEED_MAX),
     },
-    "model": {"hidden_size": _int(1), "hidden_layers": _int(0)},
-    "train": {"batch_size": _int(1), "epochs": _int(1), "seeds": _int(1), "threads": _int(0)},
+    "model": {"hidden_size": _int(1, 65536), "hidden_layers": _int(0, 64)},
+    "train": {
+        "batch_size": _int(1),
+        "epochs": _int(1),
+        "seeds": _int(1),
+        "threads": _int(0, 1024),
+    },
     "tune": {
         "trials": _int(1),
         "epochs": _int(1),
@@ -126,24 +134,6 @@ SCHEMA = {
     },
 }
 OPTIMIZER_KEYS = {"base": True, "transform": True, "kwargs": False}  # key -> required
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads YAML 1.2 floats such as ``1e-5`` (YAML 1.1 makes them strings)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
 
 
 def _fail(key: str, value: Any, allowed: str) -> ParamsError:
@@ -187,8 +177,11 @@ def _section(name: str, raw: dict) -> dict:
 
 def _optimizer(name: str, raw: Any) -> OptimizerSpec:
     prefix = f"optimizers.{name}"
-    if not _NAME.match(str(name)):
-        raise _fail(prefix, name, "an optimizer name of letters, digits and underscores")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ParamsError(
+            f"params: optimizer name {name!r} is not allowed; expected letters, digits and "
+            "underscores"
+        )
     values = _mapping(prefix, raw)
     for key in values:
         if key not in OPTIMIZER_KEYS:
@@ -201,19 +194,72 @@ def _optimizer(name: str, raw: Any) -> OptimizerSpec:
         if required and key not in values:
             raise ParamsError(f"params: missing key {prefix}.{key}")
     base, transform = values["base"], values["transform"]
-    if base not in base_optimizers():
-        raise _fail(f"{prefix}.base", base, "one of " + ", ".join(sorted(base_optimizers())))
-    if transform not in TRANSFORMS:
+    bases = pipeline_bases()
+    if not isinstance(base, str) or base not in bases:
+        raise _fail(f"{prefix}.base", base, "one of " + ", ".join(bases))
+    if not isinstance(transform, str) or transform not in TRANSFORMS:
         raise _fail(f"{prefix}.transform", transform, "one of " + ", ".join(sorted(TRANSFORMS)))
     kwargs = _mapping(f"{prefix}.kwargs", values.get("kwargs", {}))
-    allowed = sorted(base_optimizer_kwargs(base) - {"lr"})
+    allowed = sorted(base_optimizer_kwargs(base) - {"lr"} - _REFUSED_KWARGS)
     for key in kwargs:
         if key not in allowed:
             raise ParamsError(
                 f"params: unknown key {prefix}.kwargs.{key}; {base} accepts {', '.join(allowed)}"
                 " (lr is tuned)"
             )
-    return OptimizerSpec(base=base, transform=transform, kwargs=dict(kwargs))
+    kwargs = {
+        key: _kwarg(f"{prefix}.kwargs.{key}", base, key, value) for key, value in kwargs.items()
+    }
+    _trial_step(prefix, base, transform, kwargs)
+    return OptimizerSpec(base=base, transform=transform, kwargs=kwargs)
+
+
+# Bases that cannot train the MLP here: LBFGS needs a closure, SparseAdam sparse gradients,
+# Muon 2-D parameters only.
+_UNTRAINABLE_BASES = {"lbfgs", "sparseadam", "muon"}
+# Keywords about how torch runs the update, not what it computes; some fail on the CPU.
+_REFUSED_KWARGS = {"capturable", "differentiable", "foreach", "fused"}
+
+
+def pipeline_bases() -> list[str]:
+    """The lower-case names of the torch.optim classes the pipeline can train with."""
+    return sorted(set(base_optimizers()) - _UNTRAINABLE_BASES)
+
+
+def _kwarg(key: str, base: str, name: str, value: Any) -> Any:
+    """``value`` checked against the type of the keyword's default in torch."""
+    default = inspect.signature(base_optimizers()[base]).parameters[name].default
+    if isinstance(default, bool):
+        ok, allowed = isinstance(value, bool), "true or false"
+    elif isinstance(default, int | float) and not isinstance(value, bool):
+        ok, allowed = isinstance(value, int | float) and math.isfinite(value), "a number"
+    elif isinstance(default, tuple):
+        ok = (
+            isinstance(value, list | tuple)
+            and len(value) == len(default)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        )
+        allowed, value = f"a list of {len(default)} numbers", tuple(value) if ok else value
+    else:
+        ok, allowed = (
+            isinstance(value, int | float | str) and not isinstance(value, bool),
+            ("a number or a string"),
+        )
+    if not ok:
+        raise _fail(key, value, allowed)
+    return value
+
+
+def _trial_step(prefix: str, base: str, transform: str, kwargs: dict) -> None:
+    """Build the optimizer on a small parameter and take one step: torch's own checks of the
+    keyword values (ranges, combinations) then fail here, before any stage does work."""
+    weight = torch.nn.Parameter(torch.ones(2, 2))
+    weight.grad = torch.ones(2, 2)
+    try:
+        make_optimizer([weight], base, 1e-3, transform, **kwargs).step()
+    except (ValueError, TypeError, RuntimeError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ParamsError(f"params: {prefix}.kwargs are not accepted by {base}: {detail}") from None
 
 
 def parse_params(raw: Any) -> Params:
@@ -249,11 +295,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and check ``path``; raises ParamsError with a one-line message."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        # YAML 1.2, as DVC reads the file: 1e-5 is a number, yes/no and 010 are what they say.
+        raw = YAML(typ="safe", pure=True).load(path.read_bytes())
     except OSError as err:
         raise ParamsError(f"params: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
+    except (YAMLError, UnicodeDecodeError) as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"params: {path} is not valid YAML{where}") from None
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ParamsError(f"params: {path} is not valid YAML{where}: {problem}") from None
     return parse_params(raw)

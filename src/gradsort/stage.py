@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import torch
 
-from gradsort.data import DatasetError
+from gradsort.files import InputFileError
 from gradsort.params import ParamsError
 from gradsort.tune import NoTrialCompletedError
 
 # Errors whose message is the whole story; anything else keeps its traceback.
-EXPECTED_ERRORS = (ParamsError, DatasetError, NoTrialCompletedError)
+EXPECTED_ERRORS = (ParamsError, InputFileError, NoTrialCompletedError)
 
 
 def set_threads(threads: int) -> int:
