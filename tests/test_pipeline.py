@@ -241,10 +241,37 @@ def test_kill_during_tuning_then_repro_gives_the_uninterrupted_result(project):
     assert len(states) == 4 and set(states) <= {"COMPLETE", "FAIL"}
     assert not list((project / "data/studies").glob("*.partial"))
 
+    table = (project / f"plots/tune/{name}.csv").read_bytes()
     uninterrupted = dvc("repro", "-f", "-s", "--no-run-cache", killed, cwd=project)
     assert ran(uninterrupted) == {killed}
     assert strict_json(project / f"metrics/tune/{name}.json") == resumed
+    assert (project / f"plots/tune/{name}.csv").read_bytes() == table  # byte for byte
     assert "up to date" in dvc("status", cwd=project).stdout
+
+
+def test_forced_rerun_is_byte_identical(project):
+    """compare here; the tune stages in the interruption test above."""
+    outputs = ["metrics/comparison.json", "plots/curves.csv", "plots/seeds.csv"]
+    before = {path: (project / path).read_bytes() for path in outputs}
+    result = dvc("repro", "--force", "--no-run-cache", "-s", "compare", cwd=project)
+    assert ran(result) == {"compare"}
+    assert {path: (project / path).read_bytes() for path in outputs} == before
+
+
+def test_broken_dataset_stops_the_stage_naming_the_file(project):
+    data = project / "data/mnist1d.npz"
+    original = data.read_bytes()
+    data.unlink()  # DVC's cache holds a link to the same bytes: write a new file
+    data.write_bytes(original[: len(original) // 3])
+    try:
+        result = run(sys.executable, "stages/compare.py", cwd=project, check=False)
+    finally:
+        data.unlink()
+        data.write_bytes(original)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("compare: error: data/mnist1d.npz: not a readable npz file")
 
 
 def test_rerun_rules(project):
