@@ -8,7 +8,7 @@ OUT = "data/mnist1d.npz"
 
 
 def main(say):
-    data = load_params().data
+    data = load_params(trial_step=False).data
     arrays = make_dataset(data.num_samples, data.train_split, data.seed)
     save_dataset(OUT, arrays)
     say(f"wrote {OUT}: {len(arrays['y'])} train and {len(arrays['y_test'])} test samples")

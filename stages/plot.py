@@ -11,7 +11,7 @@ OUT = Path("plots/comparison_plot.png")
 
 
 def main(say):
-    load_params()  # a bad params.yaml stops every stage, this one included
+    load_params(trial_step=False)  # a bad params.yaml stops every stage, this one included
     metrics = read_json("metrics/comparison.json")
     best_lrs = {name: m["best_lr"] for name, m in metrics.items()}
     curves_path = Path("plots/curves.csv")

@@ -175,7 +175,7 @@ def _section(name: str, raw: dict) -> dict:
     return checked
 
 
-def _optimizer(name: str, raw: Any) -> OptimizerSpec:
+def _optimizer(name: str, raw: Any, trial_step: bool) -> OptimizerSpec:
     prefix = f"optimizers.{name}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ParamsError(
@@ -210,7 +210,8 @@ def _optimizer(name: str, raw: Any) -> OptimizerSpec:
     kwargs = {
         key: _kwarg(f"{prefix}.kwargs.{key}", base, key, value) for key, value in kwargs.items()
     }
-    _trial_step(prefix, base, transform, kwargs)
+    if trial_step:
+        _trial_step(prefix, base, transform, kwargs)
     return OptimizerSpec(base=base, transform=transform, kwargs=kwargs)
 
 
@@ -262,8 +263,12 @@ def _trial_step(prefix: str, base: str, transform: str, kwargs: dict) -> None:
         raise ParamsError(f"params: {prefix}.kwargs are not accepted by {base}: {detail}") from None
 
 
-def parse_params(raw: Any) -> Params:
-    """Check a params mapping as read from YAML and return it as typed records."""
+def parse_params(raw: Any, trial_step: bool = True) -> Params:
+    """Check a params mapping as read from YAML and return it as typed records.
+
+    ``trial_step`` also builds each optimizer and steps it once (torch's own checks of the
+    keyword values); it costs ~2 s of torch start-up, which stages without optimizers skip.
+    """
     raw = _mapping("params", raw)
     for key in raw:
         if key not in SCHEMA and key != "optimizers":
@@ -287,11 +292,13 @@ def parse_params(raw: Any) -> Params:
         model=ModelParams(**sections["model"]),
         train=TrainParams(**sections["train"]),
         tune=TuneParams(**tune),
-        optimizers={str(name): _optimizer(name, spec) for name, spec in optimizers.items()},
+        optimizers={
+            str(name): _optimizer(name, spec, trial_step) for name, spec in optimizers.items()
+        },
     )
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", trial_step: bool = True) -> Params:
     """Read and check ``path``; raises ParamsError with a one-line message."""
     path = Path(path)
     try:
@@ -304,4 +311,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or type(err).__name__
         raise ParamsError(f"params: {path} is not valid YAML{where}: {problem}") from None
-    return parse_params(raw)
+    return parse_params(raw, trial_step)
