@@ -14,28 +14,11 @@ import statistics
 import time
 
 import torch
+from plain import TorchSortAdam  # benchmarks/ is on sys.path when run as a script
 from torch.nn import functional as F
 
 from gradsort import SortedGradientOptimizer
 from gradsort.model import make_mlp
-
-
-class TorchSortAdam:
-    """What one writes first: sort every gradient with torch.sort, then step Adam."""
-
-    def __init__(self, params, lr):
-        self.adam = torch.optim.Adam(params, lr=lr)
-
-    def zero_grad(self):
-        self.adam.zero_grad()
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.adam.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad = torch.sort(p.grad.flatten()).values.view_as(p.grad)
-        self.adam.step()
 
 
 def main() -> None:
