@@ -39,11 +39,9 @@ class StackedMLP:
     """k MLPs with the layout of ``model.make_mlp``, weights stacked along dim 0."""
 
     def __init__(self, states: Sequence[dict[str, torch.Tensor]], device: str = "cpu") -> None:
-        names = list(states[0])
-        self.names = names
         self.params = [
             torch.stack([state[name] for state in states]).to(device).requires_grad_()
-            for name in names
+            for name in states[0]
         ]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +52,6 @@ class StackedMLP:
             if i < len(layers) - 1:
                 x = F.relu(x)
         return x
-
-    def state(self, i: int) -> dict[str, torch.Tensor]:
-        """The state dict of model ``i``."""
-        return {name: p[i].detach().clone() for name, p in zip(self.names, self.params)}
 
 
 class BatchedUpdate:
