@@ -1,13 +1,24 @@
-"""Stage plot: the comparison figure from the curves that compare wrote."""
+"""Stage plot: the figures of the comparison and of the tuning trials, and the trials table
+that DVC plots."""
 
 from pathlib import Path
 
-from gradsort.files import InputFileError, read_json
+from gradsort.files import InputFileError, read_json, write_csv
 from gradsort.params import load_params
-from gradsort.report import plot_comparison, read_curves
+from gradsort.report import (
+    TRIAL_FIELDS,
+    plot_accuracy,
+    plot_comparison,
+    plot_trials,
+    read_curves,
+    read_trials,
+)
 from gradsort.stage import run_stage
 
-OUT = Path("plots/comparison_plot.png")
+LOSS_FIGURE = Path("plots/comparison_plot.png")
+ACCURACY_FIGURE = Path("plots/accuracy_plot.png")
+TRIALS_FIGURE = Path("plots/tuning_plot.png")
+TRIALS_TABLE = Path("plots/trials.csv")
 
 
 def main(say):
@@ -22,8 +33,31 @@ def main(say):
     if missing:
         raise InputFileError(f"plots/curves.csv: no curves for {missing}; rerun the compare stage")
     curves = {name: curves[name] for name in metrics}
-    plot_comparison(OUT, curves, best_lrs)
-    say(f"wrote {OUT} ({len(curves)} optimizers)")
+    # Only the optimizers of this comparison are read: a removed one's old files never are.
+    tuned, trials = {}, {}
+    for name in metrics:
+        tuned[name] = read_json(f"metrics/tune/{name}.json")
+        table = Path(f"plots/tune/{name}.csv")
+        if not table.is_file():
+            raise InputFileError(f"{table}: no such file; rerun tune@{name}")
+        try:
+            trials[name] = read_trials(table)
+        except (ValueError, KeyError) as err:
+            raise InputFileError(f"{table}: not a trial table ({err}); rerun tune@{name}") from None
+    edges = {
+        name: None if t.get("lr_edge", "none") == "none" else t["lr_edge"]
+        for name, t in tuned.items()
+    }
+    first = next(iter(metrics))
+    # Only the holdout protocol scores a test split; its curves are on the holdout.
+    split = "holdout validation" if "test_loss" in metrics[first] else "validation"
+    initial = metrics[first].get("initial_val_loss")
+    plot_comparison(LOSS_FIGURE, curves, best_lrs, edges, initial, split)
+    plot_accuracy(ACCURACY_FIGURE, curves, best_lrs, edges, split)
+    plot_trials(TRIALS_FIGURE, trials, tuned)
+    rows = [{"optimizer": name, **row} for name, table in trials.items() for row in table]
+    write_csv(TRIALS_TABLE, rows, ("optimizer", *TRIAL_FIELDS))
+    say(f"wrote {LOSS_FIGURE}, {ACCURACY_FIGURE}, {TRIALS_FIGURE} ({len(curves)} optimizers)")
 
 
 if __name__ == "__main__":

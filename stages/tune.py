@@ -9,13 +9,20 @@ from pathlib import Path
 
 import optuna
 
-from gradsort.data import load_dataset, to_splits
+from gradsort.data import load_dataset, protocol_splits
 from gradsort.files import write_csv, write_json
 from gradsort.model import initial_state
 from gradsort.params import ParamsError, load_params
-from gradsort.stage import run_stage, set_threads
+from gradsort.stage import run_stage, select_device, set_threads
 from gradsort.train import train_many
-from gradsort.tune import describe, run_study, sqlite_url, study_summary, trial_rows
+from gradsort.tune import (
+    describe,
+    edge_warning,
+    run_study,
+    sqlite_url,
+    study_summary,
+    trial_rows,
+)
 
 DATA = "data/mnist1d.npz"
 TRIAL_FIELDS = ("trial", "lr", "value", "state", "fail_reason")
@@ -29,7 +36,13 @@ def main(say, name):
     if name not in params.optimizers:
         raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
     spec, tune, model = params.optimizers[name], params.tune, params.model
-    train_split, val_split = to_splits(load_dataset(DATA))
+    device = select_device(params.train.device)
+    data = params.data
+    # Tuning never sees a test split: under the holdout protocol it validates on the holdout.
+    splits = protocol_splits(
+        load_dataset(DATA), data.protocol, data.holdout_fraction, data.seed, device
+    )
+    train_split, val_split = splits.train, splits.val
     state = initial_state(TUNE_SEED, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
 
     def train_wave(lrs):
@@ -70,13 +83,21 @@ def main(say, name):
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, storage)
-    summary = {**study_summary(study), "torch_threads": threads}
+    summary = {
+        **study_summary(study, tune.lr_low, tune.lr_high),
+        "lr_low": tune.lr_low,
+        "lr_high": tune.lr_high,
+        "torch_threads": threads,
+        "device": device.type,
+    }
     write_csv(f"plots/tune/{name}.csv", trial_rows(study), TRIAL_FIELDS)
     write_json(f"metrics/tune/{name}.json", summary)
     say(
         f"best lr {summary['best_lr']:.3g} (value {summary['best_value']:.4f}), "
-        f"{summary['complete']} complete, {summary['failed']} failed"
+        f"{summary['complete']} complete, {summary['failed']} failed, on {device.type}"
     )
+    if summary["lr_at_edge"]:
+        say(f"warning: {edge_warning(summary['best_lr'], tune.lr_low, tune.lr_high)}")
 
 
 if __name__ == "__main__":

@@ -97,3 +97,23 @@ def test_batched_trials_share_initial_weights_and_batches_but_not_state(splits):
     results = train_batched([state] * 3, "adam", "none", {}, [1e-3] * 3, [0] * 3, *splits, 2, 32)
     assert results[0] == results[1] == results[2]
     assert torch.isfinite(torch.tensor(results[0].val_loss)).all()
+
+
+def test_batched_initial_and_test_scores_equal_separate_runs(splits):
+    train_split, val_split = splits
+    test_split = to_splits(make_dataset(300, 0.5, seed=5))[1]
+    states = [initial_state(s, 40, 32, 2) for s in (0, 1)]
+    batched = train_batched(
+        states, "adam", "sort", {}, [1e-3, 1e-2], [0, 1], *splits, 2, 32, test_split
+    )
+    spec = OptimizerSpec("adam", "sort")
+    for state, lr, seed, got in zip(states, [1e-3, 1e-2], [0, 1], batched):
+        want = train_from(state, MODEL, spec, lr, *splits, 2, 32, seed, test_split)
+        assert got.initial_val_loss == pytest.approx(want.initial_val_loss, rel=RTOL)
+        assert got.test_loss == pytest.approx(want.test_loss, rel=RTOL)
+        assert got.test_acc == pytest.approx(want.test_acc, abs=1e-9)
+    assert batched[0].initial_val_loss != batched[1].initial_val_loss
+    assert (
+        train_batched(states, "adam", "none", {}, [1e-3] * 2, [0, 1], *splits, 1, 32)[0].test_loss
+        is None
+    )

@@ -3,8 +3,17 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
-from gradsort.data import DatasetError, load_dataset, make_dataset, save_dataset, to_splits
+from gradsort.data import (
+    DatasetError,
+    holdout_indices,
+    load_dataset,
+    make_dataset,
+    protocol_splits,
+    save_dataset,
+    to_splits,
+)
 
 # Derived once from the dataset the mnist1d authors publish (mnist1d_data.pkl, 5000 samples,
 # train split 0.8, seed 42): sums, a fixed projection, the first and last values, label hashes.
@@ -135,3 +144,34 @@ def test_truncated_and_missing_files(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(tmp_path / "absent.npz")
     assert not zipfile.is_zipfile(path)
+
+
+def test_holdout_is_disjoint_stratified_and_seeded():
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(10), [80, 120, 95, 100, 101, 99, 60, 140, 3, 2])
+    rng.shuffle(y)
+    train, holdout = holdout_indices(y, 0.2, seed=42)
+    assert np.intersect1d(train, holdout).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train, holdout])), np.arange(len(y)))
+    counts = np.bincount(y[holdout], minlength=10)
+    # round(0.2 * count) per class, but at least one and never all
+    assert counts.tolist() == [16, 24, 19, 20, 20, 20, 12, 28, 1, 1]
+    again_train, again = holdout_indices(y, 0.2, seed=42)
+    assert np.array_equal(again, holdout) and np.array_equal(again_train, train)
+    assert not np.array_equal(holdout_indices(y, 0.2, seed=43)[1], holdout)
+
+
+def test_protocols_choose_what_is_trained_validated_and_tested():
+    arrays = _good()
+    arrays["y"] = np.arange(len(arrays["y"])) % 10
+    seed = protocol_splits(arrays, "seed", 0.2, seed=0)
+    assert seed.test is None and len(seed.train) == len(arrays["y"])
+    assert torch.equal(seed.val.y, torch.as_tensor(arrays["y_test"], dtype=torch.int64))
+    held = protocol_splits(arrays, "holdout", 0.2, seed=0)
+    train, holdout = holdout_indices(arrays["y"], 0.2, seed=0)
+    assert len(held.train) + len(held.val) == len(arrays["y"])
+    assert torch.equal(held.val.x, torch.as_tensor(arrays["x"][holdout], dtype=torch.float32))
+    assert torch.equal(held.train.y, torch.as_tensor(arrays["y"][train], dtype=torch.int64))
+    assert torch.equal(held.test.y, seed.val.y)  # the test split is mnist1d's test split
+    with pytest.raises(ValueError, match="protocol 'other'"):
+        protocol_splits(arrays, "other", 0.2, seed=0)

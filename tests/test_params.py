@@ -2,9 +2,11 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gradsort.params import ParamsError, load_params, parse_params
+from gradsort.stage import select_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -33,6 +35,8 @@ def test_defaults_are_the_published_setup():
     assert (params.model.hidden_size, params.model.hidden_layers) == (256, 2)
     assert (params.train.batch_size, params.train.epochs, params.train.seeds) == (128, 25, 5)
     assert params.train.threads == 1 and params.tune.wave_size == 5
+    assert params.data.protocol == "seed" and params.data.holdout_fraction == 0.2
+    assert params.train.device == "auto"
     assert params.tune.trials == 15 and params.tune.epochs == 5 and params.tune.objective == "min"
     assert (params.tune.lr_low, params.tune.lr_high) == (1e-5, 1e-1)
     assert {n: (s.base, s.transform) for n, s in params.optimizers.items()} == {
@@ -100,6 +104,9 @@ def test_exponent_without_dot_is_a_float(tmp_path):
             r"optimizer name 'o\\n' is not allowed",
         ),
         ("train.threads", 10**8, r"train\.threads=100000000 .* \[0, 1024\]"),
+        ("data.protocol", "test", r"data\.protocol='test' .* one of holdout, seed"),
+        ("data.holdout_fraction", 1.0, r"data\.holdout_fraction=1\.0 .* \(0\.0, 1\.0\)"),
+        ("train.device", "gpu", r"train\.device='gpu' .* one of auto, cpu, cuda"),
     ],
 )
 def test_bad_params_name_the_key_and_what_is_allowed(key, value, message):
@@ -134,3 +141,21 @@ def test_unreadable_files(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_a_holdout_must_leave_samples_on_both_sides():
+    raw = with_change("data.protocol", "holdout")
+    raw["data"]["num_samples"] = 100
+    raw["data"]["holdout_fraction"] = 0.05  # 4 of 80 train samples
+    with pytest.raises(ParamsError, match=r"data\.holdout_fraction=0\.05 .* at least 10 of the 80"):
+        parse_params(raw)
+    raw["data"]["protocol"] = "seed"  # the fraction is not used then
+    assert parse_params(raw).data.holdout_fraction == 0.05
+
+
+def test_device_selection():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParamsError, match=r"train\.device='cuda' .* no CUDA device"):
+            select_device("cuda")

@@ -101,6 +101,8 @@ def test_outputs_of_a_full_repro(project):
         tune = strict_json(project / f"metrics/tune/{name}.json")
         assert metrics["best_lr"] == tune["best_lr"]
         assert 1e-5 <= tune["best_lr"] <= 1e-1
+        assert isinstance(tune["lr_at_edge"], bool) and tune["lr_edge"] in {"low", "high", "none"}
+        assert tune["lr_at_edge"] == (tune["lr_edge"] != "none") and tune["device"] == "cpu"
         assert tune["complete"] + tune["failed"] == 4
         assert metrics["seeds"] == 2 and metrics["final_val_loss"] > 0
         rows = (project / f"plots/tune/{name}.csv").read_text().splitlines()
@@ -111,7 +113,20 @@ def test_outputs_of_a_full_repro(project):
         assert len(states) == 4 and states.count("COMPLETE") == tune["complete"]
     curves = (project / "plots/curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 2 * 2  # header + epochs x optimizers
-    assert (project / "plots/comparison_plot.png").read_bytes()[:4] == b"\x89PNG"
+    for figure in ("comparison_plot", "accuracy_plot", "tuning_plot"):
+        assert (project / f"plots/{figure}.png").read_bytes()[:4] == b"\x89PNG"
+    vs = comparison["sorted_adam"]["vs_adam"]
+    assert set(vs) == {
+        f"{name}_{key}"
+        for name in ("final_val_loss", "final_val_acc")
+        for key in ("diff", "diff_ci_low", "diff_ci_high", "p")
+    }
+    assert 0 <= vs["final_val_loss_p"] <= 1 and "test_loss" not in comparison["adam"]
+    assert comparison["adam"]["final_val_loss_ci_low"] < comparison["adam"]["final_val_loss"]
+    finals = (project / "metrics/comparison_seeds.csv").read_text().splitlines()
+    assert len(finals) == 1 + 2 * 2 and finals[1].startswith("adam,0,")
+    summary = (project / "plots/summary.md").read_text()
+    assert "| `sorted_adam` | adam, sort |" in summary and "Against the published run" in summary
     assert (project / "data/mnist1d.npz").read_bytes()[:2] == b"PK"  # an npz is a zip
     ignored = run("git", "status", "--porcelain", "--ignored", cwd=project).stdout
     assert (
@@ -129,7 +144,13 @@ def test_metrics_and_plots_surface(project):
     assert not plots.get("errors")
     loss = plots["data"]["validation_loss"][0]["content"]["data"]["values"]
     assert {row["optimizer"] for row in loss} == {"adam", "sorted_adam"}
-    assert "plots/comparison_plot.png" in plots["data"]
+    accuracy = plots["data"]["validation_accuracy"][0]["content"]["data"]["values"]
+    assert {row["optimizer"] for row in accuracy} == {"adam", "sorted_adam"}
+    trials = plots["data"]["tuning_trials"][0]["content"]["data"]["values"]
+    assert len(trials) == 2 * 4 and {row["optimizer"] for row in trials} == {"adam", "sorted_adam"}
+    assert "layer" in plots["data"]["tuning_trials"][0]["content"]  # failed trials as rules
+    for figure in ("comparison_plot", "accuracy_plot", "tuning_plot"):
+        assert f"plots/{figure}.png" in plots["data"]
     assert run("git", "diff", "--quiet", "dvc.yaml", cwd=project, check=False).returncode == 0
 
 
@@ -284,6 +305,17 @@ def test_rerun_rules(project):
     expected = {"validate", "tune@sorted_adam", "compare", "plot"}
     assert ran(dvc("repro", cwd=project)) == expected
 
+    # The protocol changes what tune and compare train on; the dataset stays.
+    edit_params(project, {("data", "protocol"): "holdout"})
+    status = json.loads(dvc("status", "--json", cwd=project).stdout)
+    # plot reads no params: it reruns because compare's outputs change
+    assert set(status) == ALL_STAGES - {"generate", "plot"}
+    assert ran(dvc("repro", cwd=project)) == ALL_STAGES - {"generate"}
+    comparison = strict_json(project / "metrics/comparison.json")
+    assert 0 < comparison["adam"]["test_loss"] and 0 <= comparison["adam"]["test_acc"] <= 1
+    assert "test_loss_p" in comparison["sorted_adam"]["vs_adam"]
+    assert "holdout" in (project / "plots/summary.md").read_text()
+
     edit_params(project, {("data", "seed"): 7})
     assert ran(dvc("repro", cwd=project)) == ALL_STAGES
 
@@ -299,3 +331,5 @@ def test_removed_optimizer_leaves_no_trace_in_outputs(project):
     plots = json.loads(dvc("plots", "show", "--json", cwd=project).stdout)
     assert not plots.get("errors")
     assert not any("sorted_adam" in key for key in plots["data"])
+    trials = plots["data"]["tuning_trials"][0]["content"]["data"]["values"]
+    assert {row["optimizer"] for row in trials} == {"adam"}

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from gradsort.files import write_json
-from gradsort.report import plot_comparison, read_curves, summarize, write_comparison
+from gradsort.report import (
+    plot_accuracy,
+    plot_comparison,
+    plot_trials,
+    read_curves,
+    summarize,
+    write_comparison,
+)
 from gradsort.train import History
 
 
@@ -67,31 +74,85 @@ def test_diverged_run_keeps_files_strict(tmp_path):
     assert "inf" not in (tmp_path / "s.csv").read_text().lower()
 
 
-def test_figure_renders_headless_with_one_line_per_optimizer(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISPLAY", ":99")  # no X server there
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+def curves_of(names):
     epochs = np.arange(1, 4)
-    curves = {
+    return {
         name: {
             "epoch": epochs,
             "val_loss": np.array([2.0, 1.5, 1.2]) + i,
             "val_loss_std": np.full(3, 0.1),
+            "val_acc": np.array([0.2, 0.4, 0.5]) - 0.05 * i,
+            "val_acc_std": np.full(3, 0.02),
         }
-        for i, name in enumerate(["adam", "sorted_adam", "shuffled_adam"])
+        for i, name in enumerate(names)
     }
+
+
+def is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_figure_has_a_line_per_optimizer_and_the_reference_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")  # no X server there
     lrs = {"adam": 0.0097, "sorted_adam": 1.1e-5, "shuffled_adam": 1e-3}
-    captured = {}
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig: captured.setdefault("fig", fig))
-    plot_comparison(tmp_path / "p.png", curves, lrs)
-    real_close(captured["fig"])
-    ax = captured["fig"].axes[0]
+    edges = {"sorted_adam": "low"}
+    fig = plot_comparison(tmp_path / "p.png", curves_of(lrs), lrs, edges, initial_loss=2.31)
+    ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
-    assert labels == ["adam (lr=0.0097)", "sorted_adam (lr=1.1e-05)", "shuffled_adam (lr=0.001)"]
+    assert labels == [
+        "adam (lr=0.0097)",
+        "sorted_adam (lr=1.1e-05, at the low edge of the search range)",
+        "shuffled_adam (lr=0.001)",
+        "chance: ln 10 = 2.303",
+        "initial weights: 2.310",
+    ]
+    chance, initial = ax.get_lines()[3:]
+    assert chance.get_ydata()[0] == pytest.approx(math.log(10)) and initial.get_ydata()[0] == 2.31
     assert len(ax.collections) == 3  # one spread band each
     assert ax.get_xlabel() == "epoch" and "validation loss" in ax.get_ylabel()
-    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert is_png(tmp_path / "p.png")
+
+
+def test_accuracy_figure_has_a_line_per_optimizer_and_chance(tmp_path):
+    lrs = {"adam": 0.0097, "sorted_adam": 1.1e-5}
+    fig = plot_accuracy(tmp_path / "a.png", curves_of(lrs), lrs, split="holdout validation")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "adam (lr=0.0097)",
+        "sorted_adam (lr=1.1e-05)",
+        "chance: 1/10",
+    ]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [0.15, 0.35, 0.45])
+    assert ax.get_ylabel() == "holdout validation accuracy" and is_png(tmp_path / "a.png")
+
+
+def test_trials_figure_marks_best_failed_and_edges(tmp_path):
+    def rows(pairs):
+        return [
+            {"trial": i, "lr": lr, "value": v, "state": "fail" if v is None else "complete"}
+            for i, (lr, v) in enumerate(pairs)
+        ]
+
+    trials = {
+        "adam": rows([(1e-3, 1.0), (1e-2, 0.8), (5e-2, 0.9)]),
+        "sorted_adam": rows([(1.1e-5, 2.3), (1e-3, 2.9), (1e-1, None), (5e-2, None)]),
+    }
+    tuned = {
+        "adam": {"best_lr": 1e-2, "lr_low": 1e-5, "lr_high": 1e-1, "lr_edge": "none"},
+        "sorted_adam": {"best_lr": 1.1e-5, "lr_low": 1e-5, "lr_high": 1e-1, "lr_edge": "low"},
+    }
+    fig = plot_trials(tmp_path / "t.png", trials, tuned)
+    ax = fig.axes[0]
+    # per optimizer: its trials and its best; the failed ones of sorted_adam
+    series = [(c.get_label(), len(c.get_offsets())) for c in ax.collections]
+    assert series == [
+        ("adam (lr=0.01)", 3),
+        ("_best of adam", 1),
+        ("sorted_adam (lr=1.1e-05, at the low edge of the search range)", 2),
+        ("_best of sorted_adam", 1),
+        ("sorted_adam: 2 failed", 2),
+    ]
+    np.testing.assert_allclose(ax.collections[3].get_offsets(), [[1.1e-5, 2.3]])
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert len(ax.patches) == 2  # the shaded bands at both ends of the one range
+    assert is_png(tmp_path / "t.png")

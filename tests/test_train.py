@@ -9,7 +9,14 @@ from gradsort.data import make_dataset, to_splits
 from gradsort.history import DivergedError, History
 from gradsort.params import ModelParams, OptimizerSpec
 from gradsort.train import compare, train_from
-from gradsort.tune import NoTrialCompletedError, run_study, study_summary, trial_rows
+from gradsort.tune import (
+    NoTrialCompletedError,
+    at_edge,
+    edge_warning,
+    run_study,
+    study_summary,
+    trial_rows,
+)
 
 MODEL = ModelParams(hidden_size=16, hidden_layers=2)
 ADAM = OptimizerSpec("adam", "none")
@@ -31,7 +38,7 @@ def test_every_optimizer_of_a_seed_starts_from_the_same_weights(splits, monkeypa
         return real_batched(states, base, *args, **kwargs)
 
     def spy_single(state, model, spec, lr, *args):
-        starts[(spec.base, args[-1])] = [t.clone() for t in state.values()]
+        starts[(spec.base, args[4])] = [t.clone() for t in state.values()]
         return real_single(state, model, spec, lr, *args)
 
     monkeypatch.setattr(train_module, "train_batched", spy_batched)
@@ -84,7 +91,7 @@ def fake_training(curve):
 def test_study_scores_min_or_final_and_records_failures():
     curve = lambda lr: [abs(math.log10(lr) + 2) + 1.0, abs(math.log10(lr) + 2)]  # noqa: E731
     study = run_study(fake_training(curve), 12, 1e-4, 1e2, sampler_seed=0, objective="final")
-    summary = study_summary(study)
+    summary = study_summary(study, 1e-4, 1e2)
     rows = trial_rows(study)
     assert summary["complete"] + summary["failed"] == 12 and summary["failed"] > 0
     assert len(rows) == 12
@@ -111,3 +118,23 @@ def test_lrs_are_log_uniform_within_the_range():
     lrs = np.array([r["lr"] for r in trial_rows(study)])
     assert ((lrs >= 1e-5) & (lrs <= 1e-1)).all()
     assert study.trials[0].distributions["lr"].log
+
+
+@pytest.mark.parametrize(
+    ("lr", "edge"),
+    [(1e-5, "low"), (2e-5, "low"), (2.1e-5, None), (0.049, None), (0.05, "high"), (0.1, "high")],
+)
+def test_edge_is_within_a_factor_two_of_either_end(lr, edge):
+    assert at_edge(lr, 1e-5, 1e-1) == edge
+
+
+def test_a_study_whose_optimum_lies_below_the_range_is_flagged():
+    # The loss falls toward ever smaller lrs, as the sorted optimizer's does.
+    falling = lambda lr: [math.log10(lr) + 6.0]  # noqa: E731
+    study = run_study(fake_training(falling), 15, 1e-5, 1e-1, sampler_seed=0, wave_size=5)
+    summary = study_summary(study, 1e-5, 1e-1)
+    assert summary["best_lr"] < 2e-5 and summary["lr_at_edge"] and summary["lr_edge"] == "low"
+    assert "low end of the search range (1e-05)" in edge_warning(summary["best_lr"], 1e-5, 1e-1)
+    valley = lambda lr: [abs(math.log10(lr) + 3.0)]  # noqa: E731
+    inside = study_summary(run_study(fake_training(valley), 15, 1e-5, 1e-1, 0), 1e-5, 1e-1)
+    assert not inside["lr_at_edge"] and inside["lr_edge"] == "none"

@@ -173,12 +173,14 @@ def train_batched(
     val_split: Split,
     epochs: int,
     batch_size: int,
+    test_split: Split | None = None,
 ) -> list[History | DivergedError]:
     """Train model i from ``states[i]`` at ``lrs[i]`` with batch order and transform seed
     ``seeds[i]``, all k at once; returns each model's History, or its DivergedError.
 
     A model whose loss turns non-finite keeps the epochs it finished and is reported as
-    diverged; the others train on unaffected (the models share no arithmetic).
+    diverged; the others train on unaffected (the models share no arithmetic). With a
+    ``test_split`` each model that did not diverge is scored on it once, at the end.
     """
     k = len(states)
     device = train_split.x.device
@@ -186,7 +188,8 @@ def train_batched(
     update = BatchedUpdate(base, net.params, lrs, **kwargs)
     transforms = BatchedTransform(transform, seeds, threads=torch.get_num_threads())
     generators = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(seeds)}
-    histories = [History() for _ in range(k)]
+    initial_losses = _evaluate(net, val_split)[0].tolist()
+    histories = [History(initial_val_loss=loss) for loss in initial_losses]
     diverged: list[DivergedError | None] = [None] * k
     n = len(train_split)
 
@@ -202,9 +205,11 @@ def train_batched(
                 losses = F.cross_entropy(
                     logits.transpose(1, 2), train_split.y[idx], reduction="none"
                 ).mean(dim=1)
-                grads = [g.contiguous() for g in torch.autograd.grad(losses.sum(), net.params)]
-                for i, grad in enumerate(grads):
-                    transforms.apply_(i, grad)
+                grads = list(torch.autograd.grad(losses.sum(), net.params))
+                if transform != "none":  # the transforms act on each model's row-major values
+                    grads = [g.contiguous() for g in grads]
+                    for i, grad in enumerate(grads):
+                        transforms.apply_(i, grad)
                 update.step(grads)
                 total += losses.detach() * idx.shape[1]
             train_losses = (total / n).tolist()
@@ -225,4 +230,9 @@ def train_batched(
                 break
     finally:
         transforms.close()
+    if test_split is not None:
+        test_losses, test_accs = (t.tolist() for t in _evaluate(net, test_split))
+        for i, history in enumerate(histories):
+            if diverged[i] is None:
+                history.test_loss, history.test_acc = test_losses[i], test_accs[i]
     return [d if d is not None else h for h, d in zip(histories, diverged)]

@@ -104,13 +104,71 @@ class Split:
         return len(self.y)
 
 
+def _split(x: np.ndarray, y: np.ndarray, device: str | torch.device) -> Split:
+    return Split(
+        torch.tensor(x, dtype=torch.float32, device=device),
+        torch.tensor(y, dtype=torch.int64, device=device),
+    )
+
+
 def to_splits(arrays: dict[str, np.ndarray], device: str = "cpu") -> tuple[Split, Split]:
     """The (train, validation) splits: mnist1d's train and test arrays, float32 and int64."""
+    return _split(arrays["x"], arrays["y"], device), _split(
+        arrays["x_test"], arrays["y_test"], device
+    )
 
-    def split(x, y):
-        return Split(
-            torch.tensor(x, dtype=torch.float32, device=device),
-            torch.tensor(y, dtype=torch.int64, device=device),
-        )
 
-    return split(arrays["x"], arrays["y"]), split(arrays["x_test"], arrays["y_test"])
+def holdout_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, holdout) of a stratified, seeded split of the labels ``y``.
+
+    Each class gives ``round(fraction * count)`` of its samples, chosen at random with
+    ``seed``, to the holdout, but at least one and never all of them when it has two or more.
+    Both index arrays are sorted, so the samples keep their order within each side.
+    """
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        take = round(fraction * len(members))
+        if len(members) >= 2:
+            take = min(max(take, 1), len(members) - 1)
+        held.append(members[:take])
+    holdout = np.sort(np.concatenate(held))
+    train = np.setdiff1d(np.arange(len(y)), holdout, assume_unique=True)
+    return train, holdout
+
+
+@dataclass(frozen=True)
+class Splits:
+    """What a protocol trains on, validates on each epoch and, if anything, tests on once."""
+
+    train: Split
+    val: Split
+    test: Split | None
+
+
+PROTOCOLS = ("seed", "holdout")
+
+
+def protocol_splits(
+    arrays: dict[str, np.ndarray],
+    protocol: str,
+    holdout_fraction: float,
+    seed: int,
+    device: str | torch.device = "cpu",
+) -> Splits:
+    """The splits of a protocol.
+
+    ``seed``: train on mnist1d's train split, tune and validate on its test split, as
+    published; there is no separate test. ``holdout``: a stratified ``holdout_fraction`` of
+    the train split (``holdout_indices`` with ``seed``) is the validation split for tuning and
+    the curves, the rest is trained on, and the test split is scored only after training.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {PROTOCOLS}")
+    x, y = arrays["x"], arrays["y"]
+    test = _split(arrays["x_test"], arrays["y_test"], device)
+    if protocol == "seed":
+        return Splits(_split(x, y, device), test, None)
+    train, holdout = holdout_indices(y, holdout_fraction, seed)
+    return Splits(_split(x[train], y[train], device), _split(x[holdout], y[holdout], device), test)

@@ -9,8 +9,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from gradsort.errors import StageError
 
-class InputFileError(ValueError):
+
+class InputFileError(StageError, ValueError):
     """An input file of a stage that is missing or not what the stage wrote."""
 
 

@@ -14,11 +14,18 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class History:
-    """Per-epoch train loss, validation loss and validation accuracy (epoch 1 first)."""
+    """Per-epoch train loss, validation loss and validation accuracy (epoch 1 first).
+
+    ``initial_val_loss`` is the validation loss of the initial weights; ``test_loss`` and
+    ``test_acc`` are scored once after training when a run has a test split.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
+    initial_val_loss: float | None = None
+    test_loss: float | None = None
+    test_acc: float | None = None
 
     def rows(self) -> list[dict]:
         return [

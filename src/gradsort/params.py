@@ -16,11 +16,13 @@ import torch
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from gradsort.data import PROTOCOLS
+from gradsort.errors import StageError
 from gradsort.optim import base_optimizer_kwargs, base_optimizers, make_optimizer
 from gradsort.transforms import TRANSFORMS
 
 
-class ParamsError(ValueError):
+class ParamsError(StageError, ValueError):
     """A params key that is unknown, missing, of the wrong type or out of range."""
 
 
@@ -29,6 +31,8 @@ class DataParams:
     num_samples: int
     train_split: float
     seed: int
+    protocol: str
+    holdout_fraction: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class TrainParams:
     epochs: int
     seeds: int
     threads: int
+    device: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Params:
 
 
 OBJECTIVES = ("min", "final")
+DEVICES = ("auto", "cpu", "cuda")
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 _SEED_MAX = 2**32 - 1
 
@@ -115,6 +121,8 @@ SCHEMA = {
         "num_samples": _int(10),
         "train_split": _float(0.0, 1.0),
         "seed": _int(0, _SEED_MAX),
+        "protocol": _choice(PROTOCOLS),
+        "holdout_fraction": _float(0.0, 1.0),
     },
     "model": {"hidden_size": _int(1, 65536), "hidden_layers": _int(0, 64)},
     "train": {
@@ -122,6 +130,7 @@ SCHEMA = {
         "epochs": _int(1),
         "seeds": _int(1),
         "threads": _int(0, 1024),
+        "device": _choice(DEVICES),
     },
     "tune": {
         "trials": _int(1),
@@ -210,7 +219,7 @@ def _optimizer(name: str, raw: Any, trial_step: bool) -> OptimizerSpec:
     kwargs = {
         key: _kwarg(f"{prefix}.kwargs.{key}", base, key, value) for key, value in kwargs.items()
     }
-    if trial_step:
+    if trial_step and kwargs:  # with torch's defaults every offered base builds and steps
         _trial_step(prefix, base, transform, kwargs)
     return OptimizerSpec(base=base, transform=transform, kwargs=kwargs)
 
@@ -266,8 +275,8 @@ def _trial_step(prefix: str, base: str, transform: str, kwargs: dict) -> None:
 def parse_params(raw: Any, trial_step: bool = True) -> Params:
     """Check a params mapping as read from YAML and return it as typed records.
 
-    ``trial_step`` also builds each optimizer and steps it once (torch's own checks of the
-    keyword values); it costs ~2 s of torch start-up, which stages without optimizers skip.
+    ``trial_step`` also builds each optimizer that has ``kwargs`` and steps it once (torch's
+    own checks of the keyword values); the first one built costs ~2 s of torch start-up.
     """
     raw = _mapping("params", raw)
     for key in raw:
@@ -284,6 +293,14 @@ def parse_params(raw: Any, trial_step: bool = True) -> Params:
             data["train_split"],
             f"a fraction leaving samples on both sides of the split of {data['num_samples']}",
         )
+    if data["protocol"] == "holdout":
+        holdout = round(n_train * data["holdout_fraction"])
+        if not 10 <= holdout <= n_train - 10:
+            raise _fail(
+                "data.holdout_fraction",
+                data["holdout_fraction"],
+                f"a fraction leaving at least 10 of the {n_train} train samples on both sides",
+            )
     optimizers = _mapping("optimizers", raw.get("optimizers"))
     if not optimizers:
         raise _fail("optimizers", optimizers, "at least one optimizer")

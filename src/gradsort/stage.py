@@ -6,12 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from gradsort.files import InputFileError
+from gradsort.errors import StageError
 from gradsort.params import ParamsError
-from gradsort.tune import NoTrialCompletedError
-
-# Errors whose message is the whole story; anything else keeps its traceback.
-EXPECTED_ERRORS = (ParamsError, InputFileError, NoTrialCompletedError)
 
 
 def set_threads(threads: int) -> int:
@@ -24,6 +20,18 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+def select_device(requested: str) -> torch.device:
+    """The torch device for ``train.device``: ``auto`` takes CUDA when it is there."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(
+            "params: train.device='cuda' is not allowed on this machine, which has no CUDA "
+            "device; expected auto or cpu"
+        )
+    return torch.device(requested)
+
+
 def run_stage(stage: str, main: Callable[[Callable[[str], None]], None]) -> None:
     """Run ``main(say)``; exit 1 with one ``stage: message`` line on an expected error."""
     start = time.perf_counter()
@@ -33,7 +41,7 @@ def run_stage(stage: str, main: Callable[[Callable[[str], None]], None]) -> None
 
     try:
         main(say)
-    except EXPECTED_ERRORS as err:
+    except StageError as err:  # the message is the whole story; others keep their traceback
         print(f"{stage}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
     say(f"done in {time.perf_counter() - start:.1f} s")

@@ -37,14 +37,16 @@ def train(
     batch_size: int,
     seed: int,
     on_epoch: Callable[[int, History], None] | None = None,
+    test_split: Split | None = None,
 ) -> History:
     """Train for ``epochs`` epochs of shuffled mini-batches and evaluate after each.
 
     The batch order is drawn from ``seed`` alone, so optimizers trained with the same seed see
-    the same batches. Raises DivergedError at the first epoch whose loss is not finite.
+    the same batches. Raises DivergedError at the first epoch whose loss is not finite. With
+    a ``test_split``, the trained model is scored on it once, at the end.
     """
     generator = torch.Generator().manual_seed(seed)
-    history = History()
+    history = History(initial_val_loss=evaluate(model, val_split)[0])
     n = len(train_split)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -68,6 +70,8 @@ def train(
             raise DivergedError(epoch, "validation loss", history)
         if on_epoch is not None:
             on_epoch(epoch, history)
+    if test_split is not None:
+        history.test_loss, history.test_acc = evaluate(model, test_split)
     return history
 
 
@@ -81,6 +85,7 @@ def train_from(
     epochs: int,
     batch_size: int,
     seed: int,
+    test_split: Split | None = None,
 ) -> History:
     """Train a fresh MLP holding ``state`` with the optimizer ``spec`` at ``lr``.
 
@@ -94,7 +99,9 @@ def train_from(
         device=train_split.x.device,
     )
     optimizer = make_optimizer(net.parameters(), spec.base, lr, spec.transform, seed, **spec.kwargs)
-    return train(net, optimizer, train_split, val_split, epochs, batch_size, seed)
+    return train(
+        net, optimizer, train_split, val_split, epochs, batch_size, seed, test_split=test_split
+    )
 
 
 def train_many(
@@ -107,6 +114,7 @@ def train_many(
     val_split: Split,
     epochs: int,
     batch_size: int,
+    test_split: Split | None = None,
 ) -> list[History | DivergedError]:
     """Train model i from ``states[i]`` at ``lrs[i]`` with seed ``seeds[i]``, all of them.
 
@@ -125,12 +133,24 @@ def train_many(
             val_split,
             epochs,
             batch_size,
+            test_split,
         )
     results: list[History | DivergedError] = []
     for state, lr, seed in zip(states, lrs, seeds):
         try:
             results.append(
-                train_from(state, model, spec, lr, train_split, val_split, epochs, batch_size, seed)
+                train_from(
+                    state,
+                    model,
+                    spec,
+                    lr,
+                    train_split,
+                    val_split,
+                    epochs,
+                    batch_size,
+                    seed,
+                    test_split,
+                )
             )
         except DivergedError as err:
             results.append(err)
@@ -147,12 +167,13 @@ def compare(
     batch_size: int,
     seeds: int,
     on_run: Callable[[str, int, History, DivergedError | None], None] | None = None,
+    test_split: Split | None = None,
 ) -> dict[str, list[History]]:
     """Train every optimizer at its best lr for each seed in ``range(seeds)``.
 
     Within a seed every optimizer starts from the same initial weights and sees the same
     batches, so differences between optimizers are paired. A diverged run keeps the epochs
-    it finished.
+    it finished. With a ``test_split`` every trained model is scored on it once.
     """
     features = train_split.x.shape[1]
     states = [
@@ -171,6 +192,7 @@ def compare(
             val_split,
             epochs,
             batch_size,
+            test_split,
         )
         histories[name] = []
         for seed, result in enumerate(results):

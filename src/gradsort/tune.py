@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from gradsort.errors import StageError
 from gradsort.history import DivergedError, History
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ OBJECTIVES: dict[str, Callable[[History], float]] = {
 STARTUP_TRIALS = 10
 
 
-class NoTrialCompletedError(RuntimeError):
+class NoTrialCompletedError(StageError, RuntimeError):
     """Every trial of a study failed."""
 
 
@@ -96,14 +97,42 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     ]
 
 
-def study_summary(study: optuna.Study) -> dict:
-    """The best lr and value with the counts of completed and failed trials."""
+# A best lr within this factor of either end of the search range may be an optimum outside it.
+EDGE_FACTOR = 2.0
+
+
+def at_edge(lr: float, lr_low: float, lr_high: float) -> str | None:
+    """``"low"`` or ``"high"`` when ``lr`` lies within EDGE_FACTOR of that end of the range."""
+    if lr <= lr_low * EDGE_FACTOR:
+        return "low"
+    if lr >= lr_high / EDGE_FACTOR:
+        return "high"
+    return None
+
+
+def edge_warning(lr: float, lr_low: float, lr_high: float) -> str:
+    """The warning for a best lr at an edge of the search range."""
+    edge = at_edge(lr, lr_low, lr_high)
+    bound = lr_low if edge == "low" else lr_high
+    return (
+        f"best lr {lr:.3g} lies within a factor {EDGE_FACTOR:g} of the {edge} end of the search "
+        f"range ({bound:g}): the optimum may lie outside the range searched"
+    )
+
+
+def study_summary(study: optuna.Study, lr_low: float, lr_high: float) -> dict:
+    """The best lr and value, the counts of completed and failed trials, and whether the best
+    lr lies at an edge of [lr_low, lr_high] (``lr_at_edge``; ``lr_edge`` says which)."""
     trials = study.get_trials(deepcopy=False)
+    best_lr = study.best_params["lr"]
+    edge = at_edge(best_lr, lr_low, lr_high)
     return {
-        "best_lr": study.best_params["lr"],
+        "best_lr": best_lr,
         "best_value": study.best_value,
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
+        "lr_at_edge": edge is not None,
+        "lr_edge": edge or "none",
     }
 
 
