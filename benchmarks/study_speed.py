@@ -69,6 +69,12 @@ def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, in
     return wall, usage.ru_maxrss // 1024, out
 
 
+def import_torch_seconds(repeats: int = 3) -> float:
+    """Median wall time of a fresh ``python -c "import torch"``: what each stage pays first."""
+    times = [timed([sys.executable, "-c", "import torch"], ROOT)[0] for _ in range(repeats)]
+    return statistics.median(times)
+
+
 def run_pipeline(seeds: int) -> tuple[float, int, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
@@ -93,6 +99,8 @@ def main() -> None:
     peak = matmul_peak_gflops()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     print(f"fp32 matmul peak: {peak:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+    start_up = import_torch_seconds()
+    print(f"python -c 'import torch': {start_up:.1f} s (median of 3)")
 
     for seeds in args.seeds:
         params["train"]["seeds"] = seeds
@@ -117,6 +125,11 @@ def main() -> None:
             f"{tune_pipe / tune_plain:>6.2f}"
         )
         print(f"{'total (wall)':<18} {plain_wall:>8.1f} {wall:>11.1f} {wall / plain_wall:>6.2f}")
+        outside = wall - sum(stages.values())
+        print(
+            f"pipeline outside its {len(stages)} stages' own work (process start, imports, "
+            f"DVC): {outside:.1f} s, of which import torch ~{len(stages) * start_up:.1f} s"
+        )
         for name, seconds, mib in (("plain", plain_wall, plain_rss), ("pipeline", wall, rss)):
             print(
                 f"{name}: {gflop / seconds:.1f} GFLOP/s = {gflop / seconds / peak:.1%} of peak, "
