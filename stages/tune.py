@@ -1,21 +1,31 @@
 """Stage tune@<name>: the Optuna study of one optimizer's learning rate.
 
 Usage: python stages/tune.py NAME, NAME an entry of params.yaml's ``optimizers``.
+
+With the defaults (``tune.storage`` empty, ``tune.workers: 1``) the study lives in a local
+SQLite file and its trials train in this process, a wave at a time. Otherwise the study
+lives in the storage (``tune.storage``, or a local SQLite file shared by the workers), this
+process and ``tune.workers - 1`` worker processes compute its trials, and workers started
+elsewhere with ``python -m gradsort.worker`` may join.
 """
 
+import dataclasses
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 
+from gradsort import distributed
 from gradsort.data import load_dataset, protocol_splits
 from gradsort.files import write_csv, write_json
 from gradsort.model import initial_state
-from gradsort.params import ParamsError, load_params
+from gradsort.params import ParamsError, load_params, storage_url
 from gradsort.stage import run_stage, select_device, set_threads
 from gradsort.train import train_many
 from gradsort.tune import (
+    NoTrialCompletedError,
     describe,
     edge_warning,
     run_study,
@@ -23,27 +33,19 @@ from gradsort.tune import (
     study_summary,
     trial_rows,
 )
+from gradsort.worker import STORAGE_ENV, definition, wave_trainer
 
 DATA = "data/mnist1d.npz"
 TRIAL_FIELDS = ("trial", "lr", "value", "state", "fail_reason")
 TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch order
 
 
-def main(say, name):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints its own lines
-    params = load_params()
-    threads = set_threads(params.train.threads)
-    if name not in params.optimizers:
-        raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
-    spec, tune, model = params.optimizers[name], params.tune, params.model
-    device = select_device(params.train.device)
-    data = params.data
-    # Tuning never sees a test split: under the holdout protocol it validates on the holdout.
-    splits = protocol_splits(
-        load_dataset(DATA), data.protocol, data.holdout_fraction, data.seed, device
-    )
-    train_split, val_split = splits.train, splits.val
-    state = initial_state(TUNE_SEED, train_split.x.shape[1], model.hidden_size, model.hidden_layers)
+def local_study(say, params, name, spec, arrays, device, partial):
+    """The default: trials trained here in waves, the study in the side file ``partial``."""
+    tune, model, data = params.tune, params.model, params.data
+    splits = protocol_splits(arrays, data.protocol, data.holdout_fraction, data.seed, device)
+    features = splits.train.x.shape[1]
+    state = initial_state(TUNE_SEED, features, model.hidden_size, model.hidden_layers)
 
     def train_wave(lrs):
         k = len(lrs)
@@ -53,32 +55,124 @@ def main(say, name):
             spec,
             lrs,
             [TUNE_SEED] * k,
-            train_split,
-            val_split,
+            splits.train,
+            splits.val,
             tune.epochs,
             params.train.batch_size,
         )
 
-    # The study is built in a fixed side file, so a killed run leaves nothing a rerun reads:
-    # the rerun starts a fresh study and ends with exactly tune.trials trials.
-    # Limitation: the trials a killed run finished are discarded, not resumed.
+    return run_study(
+        train_wave,
+        tune.trials,
+        tune.lr_low,
+        tune.lr_high,
+        tune.sampler_seed,
+        tune.objective,
+        tune.wave_size,
+        storage=sqlite_url(partial),
+        study_name=name,
+        on_trial=lambda t: say(describe(t)),
+    )
+
+
+def shared_study(say, params, name, spec, arrays, device, threads, url):
+    """The study in ``url``, its trials computed by this process and tune.workers - 1
+    worker processes (and any that join); returns it once all its trials have finished."""
+    tune = params.tune
+    study_def = definition(
+        dataclasses.asdict(params.data),
+        dataclasses.asdict(params.model),
+        params.train.batch_size,
+        {k: v for k, v in dataclasses.asdict(tune).items() if k not in ("storage", "workers")},
+        dataclasses.asdict(spec),
+        arrays,
+    )
+    study_name = distributed.study_name(name, study_def)
+    storage = distributed.make_storage(url)
+    study, created = distributed.create_or_load(
+        storage, study_name, study_def, tune.trials, tune.sampler_seed
+    )
+    state = "created" if created else "joined"
+    say(f"study {study_name} ({state}); trials {distributed.counts(study)}")
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gradsort.worker",
+                "--study",
+                study_name,
+                "--data",
+                DATA,
+                "--seed",
+                str(tune.sampler_seed + i),
+                "--threads",
+                str(threads),
+                "--device",
+                str(device),
+            ],
+            env={**os.environ, STORAGE_ENV: url},
+        )
+        for i in range(1, tune.workers)
+    ]
+    try:
+        distributed.work(
+            study,
+            storage,
+            wave_trainer(study_def, arrays, device),
+            study_def,
+            on_trial=lambda t: say(describe(t)),
+        )
+        for i, worker in enumerate(workers, start=1):
+            if worker.wait() != 0:
+                say(f"warning: worker {i} exited with {worker.returncode}; its trials fail stale")
+        distributed.wait_until_finished(study, tune.trials)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    return study, study_name
+
+
+def main(say, name):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stage prints its own lines
+    params = load_params()
+    threads = set_threads(params.train.threads)
+    if name not in params.optimizers:
+        raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
+    spec, tune = params.optimizers[name], params.tune
+    device = select_device(params.train.device)
+    url = storage_url(tune.storage)
+    arrays = load_dataset(DATA)
+
+    # The study's local file is built in a fixed side file, so a killed run leaves nothing a
+    # rerun reads: the rerun starts a fresh study and ends with exactly tune.trials trials.
+    # Limitation: with the local default, the trials a killed run finished are discarded,
+    # not resumed; a study in tune.storage is joined again and resumed.
     storage = Path(f"data/studies/{name}.db")
     partial = storage.with_name(storage.name + ".partial")
     storage.parent.mkdir(parents=True, exist_ok=True)
     partial.unlink(missing_ok=True)
+    study_name = name
     try:
-        study = run_study(
-            train_wave,
-            tune.trials,
-            tune.lr_low,
-            tune.lr_high,
-            tune.sampler_seed,
-            tune.objective,
-            tune.wave_size,
-            storage=sqlite_url(partial),
-            study_name=name,
-            on_trial=lambda t: say(describe(t)),
-        )
+        if not url and tune.workers == 1:
+            study = local_study(say, params, name, spec, arrays, device, partial)
+        else:
+            shared = url or sqlite_url(partial)
+            study, study_name = shared_study(
+                say, params, name, spec, arrays, device, threads, shared
+            )
+            if url:  # a snapshot of the shared study is the stage's DVC-cached output
+                optuna.copy_study(
+                    from_study_name=study_name,
+                    from_storage=distributed.make_storage(url),
+                    to_storage=sqlite_url(partial),
+                )
+            if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                raise NoTrialCompletedError(
+                    f"no trial of {tune.trials} completed for lr in "
+                    f"[{tune.lr_low:g}, {tune.lr_high:g}]"
+                )
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -90,6 +184,8 @@ def main(say, name):
         "torch_threads": threads,
         "device": device.type,
     }
+    if url or tune.workers > 1:
+        summary |= {"study_name": study_name, "workers": tune.workers}
     write_csv(f"plots/tune/{name}.csv", trial_rows(study), TRIAL_FIELDS)
     write_json(f"metrics/tune/{name}.json", summary)
     say(

@@ -333,3 +333,39 @@ def test_removed_optimizer_leaves_no_trace_in_outputs(project):
     assert not any("sorted_adam" in key for key in plots["data"])
     trials = plots["data"]["tuning_trials"][0]["content"]["data"]["values"]
     assert {row["optimizer"] for row in trials} == {"adam"}
+
+
+def test_tune_with_two_workers_on_the_local_study_file(project):
+    edit_params(project, {("tune", "workers"): 2})
+    result = dvc("repro", cwd=project)
+    assert ran(result) == {"validate", "tune@adam", "compare", "plot"}
+    assert "worker: no trial left waiting" in result.stdout + result.stderr
+    tune = strict_json(project / "metrics/tune/adam.json")
+    assert tune["workers"] == 2 and tune["study_name"].startswith("gradsort-adam-")
+    assert tune["complete"] + tune["failed"] == 4
+    with sqlite3.connect(project / "data/studies/adam.db") as db:
+        (count,) = db.execute("select count(*) from trials").fetchone()
+    assert count == 4
+    assert not list((project / "data/studies").glob("*.partial"))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("GRADSORT_TEST_POSTGRES_URL"),
+    reason="GRADSORT_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against",
+)
+def test_tune_on_a_postgresql_study_is_joined_again_by_a_rerun(project):
+    url = os.environ["GRADSORT_TEST_POSTGRES_URL"]
+    # a fresh study name per run of this test: the fingerprint covers tune.sampler_seed
+    seed = int.from_bytes(os.urandom(3), "big")
+    edit_params(
+        project,
+        {("tune", "storage"): "env:GRADSORT_TEST_POSTGRES_URL", ("tune", "sampler_seed"): seed},
+    )
+    first = dvc("repro", cwd=project)
+    assert "tune@adam" in ran(first) and "(created)" in first.stdout
+    tune = strict_json(project / "metrics/tune/adam.json")
+    assert tune["complete"] + tune["failed"] == 4 and url not in json.dumps(tune)
+    again = dvc("repro", "--force", "tune@adam", cwd=project)
+    assert "(joined); trials {'complete': " in again.stdout  # finished: nothing to train
+    assert strict_json(project / "metrics/tune/adam.json") == tune
+    assert url not in (project / "dvc.lock").read_text()

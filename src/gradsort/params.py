@@ -7,6 +7,7 @@ any section stops the stage before it does any work, with one line naming the ke
 import difflib
 import inspect
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ class TuneParams:
     lr_high: float
     sampler_seed: int
     wave_size: int
+    storage: str
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,35 @@ def _float(low: float, high: float, *, open_low: bool = True, open_high: bool = 
     return check, f"a number in {left}{low}, {high}{right}"
 
 
+_STORAGE = re.compile(r"(env:[A-Za-z_][A-Za-z0-9_]*|[a-z][a-z0-9+]*://\S+)")
+
+
+def _storage():
+    def check(value):
+        ok = isinstance(value, str) and (value == "" or _STORAGE.fullmatch(value))
+        return value if ok else None
+
+    return check, (
+        "empty (a local SQLite file per tune stage), an Optuna storage URL such as "
+        "postgresql://user:password@host/db, or env:VARIABLE naming an environment variable "
+        "that holds one"
+    )
+
+
+def storage_url(value: str) -> str:
+    """The storage URL that ``tune.storage`` names ('' for the local default)."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    url = os.environ.get(name, "")
+    if not _STORAGE.fullmatch(url) or url.startswith("env:"):
+        raise ParamsError(
+            f"params: tune.storage={value!r} is not allowed here: the environment variable "
+            f"{name} is {'unset' if not url else 'not a storage URL'}"
+        )
+    return url
+
+
 def _choice(choices):
     def check(value):
         return value if isinstance(value, str) and value in choices else None
@@ -140,6 +172,8 @@ SCHEMA = {
         "lr_high": _float(0.0, math.inf),
         "sampler_seed": _int(0, _SEED_MAX),
         "wave_size": _int(1),
+        "storage": _storage(),
+        "workers": _int(1, 256),
     },
 }
 OPTIMIZER_KEYS = {"base": True, "transform": True, "kwargs": False}  # key -> required
