@@ -94,6 +94,8 @@ def shared_study(say, params, name, spec, arrays, device, threads, url):
     )
     state = "created" if created else "joined"
     say(f"study {study_name} ({state}); trials {distributed.counts(study)}")
+    # --parent: a worker exits at once if this process dies (kill -9), so it never writes to
+    # the study file of a rerun.
     workers = [
         subprocess.Popen(
             [
@@ -110,6 +112,8 @@ def shared_study(say, params, name, spec, arrays, device, threads, url):
                 str(threads),
                 "--device",
                 str(device),
+                "--parent",
+                str(os.getpid()),
             ],
             env={**os.environ, STORAGE_ENV: url},
         )

@@ -163,3 +163,46 @@ def test_a_killed_worker_leaves_its_trials_failed_once(tmp_path, dataset):
     assert len(states) == trials
     assert {n for n, s in states.items() if s == TrialState.FAIL} == set(held)
     assert all(s == TrialState.COMPLETE for n, s in states.items() if n not in held)
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_exits_when_the_stage_that_started_it_dies(tmp_path, dataset):
+    path, arrays = dataset
+    spec = study_definition(arrays, trials=4, epochs=2000, wave_size=2)
+    url = sqlite_url(tmp_path / "orphan.db")
+    storage = distributed.make_storage(url)
+    study, _ = distributed.create_or_load(storage, "o", spec, 4, seed=0)
+    stage = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, subprocess, sys, time\n"
+                "w = subprocess.Popen([sys.executable, '-m', 'gradsort.worker', "
+                f"'--storage', {url!r}, '--study', 'o', '--data', {str(path)!r}, "
+                "'--parent', str(os.getpid())])\n"
+                "print(w.pid, flush=True)\n"
+                "time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(stage.stdout.readline())
+    deadline = time.monotonic() + 120
+    while not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        assert time.monotonic() < deadline and alive(worker)
+        time.sleep(0.2)
+    stage.kill()
+    stage.wait()
+    deadline = time.monotonic() + 10
+    while alive(worker):
+        assert time.monotonic() < deadline, "the orphaned worker kept running"
+        time.sleep(0.1)

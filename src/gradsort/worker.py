@@ -16,6 +16,8 @@ import hashlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,6 +113,14 @@ def dataset_for(definition: dict, path: Path | None) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _exit_with(parent: int) -> None:
+    """Exit the moment ``parent`` is no longer this process's parent (it died): its study
+    file may be replaced by a rerun's, which this worker must not touch."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gradsort.worker", description=__doc__.splitlines()[0]
@@ -124,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heartbeat", type=int, default=distributed.HEARTBEAT_INTERVAL, help="seconds"
     )
+    parser.add_argument(
+        "--parent", type=int, default=None, help="exit at once when this process is gone"
+    )
     args = parser.parse_args(argv)
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:
@@ -131,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 0 or args.heartbeat < 1:
         parser.error("--threads must be >= 0 and --heartbeat >= 1")
     logging.basicConfig(level=logging.INFO, format="worker: %(message)s")
+    if args.parent is not None:
+        threading.Thread(target=_exit_with, args=(args.parent,), daemon=True).start()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
