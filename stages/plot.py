@@ -19,6 +19,7 @@ LOSS_FIGURE = Path("plots/comparison_plot.png")
 ACCURACY_FIGURE = Path("plots/accuracy_plot.png")
 TRIALS_FIGURE = Path("plots/tuning_plot.png")
 TRIALS_TABLE = Path("plots/trials.csv")
+TUNE_KEYS = ("best_lr", "lr_low", "lr_high")
 
 
 def main(say):
@@ -36,7 +37,11 @@ def main(say):
     # Only the optimizers of this comparison are read: a removed one's old files never are.
     tuned, trials = {}, {}
     for name in metrics:
-        tuned[name] = read_json(f"metrics/tune/{name}.json")
+        path = f"metrics/tune/{name}.json"
+        tuned[name] = read_json(path)
+        missing = [key for key in TUNE_KEYS if not isinstance(tuned[name].get(key), float)]
+        if missing:
+            raise InputFileError(f"{path}: no number for {missing}; rerun tune@{name}")
         table = Path(f"plots/tune/{name}.csv")
         if not table.is_file():
             raise InputFileError(f"{table}: no such file; rerun tune@{name}")

@@ -18,12 +18,10 @@ from pathlib import Path
 import optuna
 
 from gradsort import distributed
-from gradsort.data import load_dataset, protocol_splits
+from gradsort.data import load_dataset
 from gradsort.files import write_csv, write_json
-from gradsort.model import initial_state
 from gradsort.params import ParamsError, load_params, storage_url
 from gradsort.stage import run_stage, select_device, set_threads
-from gradsort.train import train_many
 from gradsort.tune import (
     NoTrialCompletedError,
     describe,
@@ -37,32 +35,29 @@ from gradsort.worker import STORAGE_ENV, definition, wave_trainer
 
 DATA = "data/mnist1d.npz"
 TRIAL_FIELDS = ("trial", "lr", "value", "state", "fail_reason")
-TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch order
 
 
-def local_study(say, params, name, spec, arrays, device, partial):
+def study_definition(params, spec, arrays):
+    """Everything that defines this optimizer's study (``gradsort.worker.definition``)."""
+    return definition(
+        dataclasses.asdict(params.data),
+        dataclasses.asdict(params.model),
+        params.train.batch_size,
+        {
+            k: v
+            for k, v in dataclasses.asdict(params.tune).items()
+            if k not in ("storage", "workers")  # where and by whom, not what
+        },
+        dataclasses.asdict(spec),
+        arrays,
+    )
+
+
+def local_study(say, params, name, study_def, arrays, device, partial):
     """The default: trials trained here in waves, the study in the side file ``partial``."""
-    tune, model, data = params.tune, params.model, params.data
-    splits = protocol_splits(arrays, data.protocol, data.holdout_fraction, data.seed, device)
-    features = splits.train.x.shape[1]
-    state = initial_state(TUNE_SEED, features, model.hidden_size, model.hidden_layers)
-
-    def train_wave(lrs):
-        k = len(lrs)
-        return train_many(
-            [state] * k,
-            model,
-            spec,
-            lrs,
-            [TUNE_SEED] * k,
-            splits.train,
-            splits.val,
-            tune.epochs,
-            params.train.batch_size,
-        )
-
+    tune = params.tune
     return run_study(
-        train_wave,
+        wave_trainer(study_def, arrays, device),
         tune.trials,
         tune.lr_low,
         tune.lr_high,
@@ -75,18 +70,10 @@ def local_study(say, params, name, spec, arrays, device, partial):
     )
 
 
-def shared_study(say, params, name, spec, arrays, device, threads, url):
+def shared_study(say, params, name, study_def, arrays, device, threads, url):
     """The study in ``url``, its trials computed by this process and tune.workers - 1
     worker processes (and any that join); returns it once all its trials have finished."""
     tune = params.tune
-    study_def = definition(
-        dataclasses.asdict(params.data),
-        dataclasses.asdict(params.model),
-        params.train.batch_size,
-        {k: v for k, v in dataclasses.asdict(tune).items() if k not in ("storage", "workers")},
-        dataclasses.asdict(spec),
-        arrays,
-    )
     study_name = distributed.study_name(name, study_def)
     storage = distributed.make_storage(url)
     study, created = distributed.create_or_load(
@@ -148,6 +135,7 @@ def main(say, name):
     device = select_device(params.train.device)
     url = storage_url(tune.storage)
     arrays = load_dataset(DATA)
+    study_def = study_definition(params, spec, arrays)
 
     # The study's local file is built in a fixed side file, so a killed run leaves nothing a
     # rerun reads: the rerun starts a fresh study and ends with exactly tune.trials trials.
@@ -160,11 +148,11 @@ def main(say, name):
     study_name = name
     try:
         if not url and tune.workers == 1:
-            study = local_study(say, params, name, spec, arrays, device, partial)
+            study = local_study(say, params, name, study_def, arrays, device, partial)
         else:
             shared = url or sqlite_url(partial)
             study, study_name = shared_study(
-                say, params, name, spec, arrays, device, threads, shared
+                say, params, name, study_def, arrays, device, threads, shared
             )
             if url:  # a snapshot of the shared study is the stage's DVC-cached output
                 optuna.copy_study(

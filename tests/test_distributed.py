@@ -104,7 +104,7 @@ def start_workers(url, name, data_path, n, heartbeat=1):
 
 def run_workers_and_check(url, dataset, workers=2, trials=12):
     path, arrays = dataset
-    spec = study_definition(arrays, trials=trials, epochs=60)
+    spec = study_definition(arrays, trials=trials, epochs=250)
     name = distributed.study_name("sorted_adam", spec)
     storage = distributed.make_storage(url)
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
@@ -116,13 +116,15 @@ def run_workers_and_check(url, dataset, workers=2, trials=12):
     assert [p.returncode for p in procs] == [0] * workers, logs
     assert not any("locked" in log.lower() or "Traceback" in log for log in logs), logs
     distributed.wait_until_finished(study, trials, timeout=30)
-    done = [set(map(int, re.findall(r"trial (\d+): complete", log))) for log in logs]
+    # a trial may diverge (fail) at a large lr; it is finished and counted all the same
+    done = [set(map(int, re.findall(r"trial (\d+): (?:complete|fail)", log))) for log in logs]
     assert sum(len(d) for d in done) == trials  # no trial told twice...
     assert set().union(*done) == set(range(trials))  # ...and none lost
     assert all(d for d in done), "every worker computed some trials"
     trials_now = study.get_trials(deepcopy=False)
-    assert len(trials_now) == trials and all(t.state == TrialState.COMPLETE for t in trials_now)
-    best = min(trials_now, key=lambda t: t.value)
+    assert len(trials_now) == trials and all(t.state in distributed.FINISHED for t in trials_now)
+    complete = [t for t in trials_now if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value)
     assert study.best_params["lr"] == best.params["lr"] and 1e-4 <= best.params["lr"] <= 1e-1
     assert len({t.params["lr"] for t in trials_now}) == trials  # workers sample apart
 

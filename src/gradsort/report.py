@@ -233,6 +233,19 @@ def _label(name: str, lr: float, edge: str | None) -> str:
     return f"{name} (lr={lr:.2g}{mark})"
 
 
+def _curve_figure(curves, best_lrs, edges, column):
+    """One line per optimizer of ``column`` against epoch, with a band of one std."""
+    edges = edges or {}
+    fig, ax = _figure()
+    for name, curve in curves.items():
+        mean, std = curve[column], curve[f"{column}_std"]
+        (line,) = ax.plot(curve["epoch"], mean, label=_label(name, best_lrs[name], edges.get(name)))
+        ax.fill_between(curve["epoch"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
 def plot_comparison(
     path: Path,
     curves: dict[str, dict[str, np.ndarray]],
@@ -245,22 +258,15 @@ def plot_comparison(
     and the reference lines of chance (ln of the number of classes) and of the initial
     weights' loss. An lr at an edge of the search range (``edges``) is named in the legend.
     Returns the figure."""
-    edges = edges or {}
-    fig, ax = _figure()
-    for name, curve in curves.items():
-        mean, std = curve["val_loss"], curve["val_loss_std"]
-        (line,) = ax.plot(curve["epoch"], mean, label=_label(name, best_lrs[name], edges.get(name)))
-        ax.fill_between(curve["epoch"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    fig, ax = _curve_figure(curves, best_lrs, edges, "val_loss")
     chance = math.log(NUM_CLASSES)
     ax.axhline(chance, color="0.4", ls="--", lw=1, label=f"chance: ln {NUM_CLASSES} = {chance:.3f}")
     if initial_loss is not None and math.isfinite(initial_loss):
         ax.axhline(
             initial_loss, color="0.2", ls=":", lw=1, label=f"initial weights: {initial_loss:.3f}"
         )
-    ax.set_xlabel("epoch")
     ax.set_ylabel(f"{split} loss (cross-entropy)")
     ax.set_title(f"mnist1d MLP: {split} loss, mean and std over seeds")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     _save(fig, path)
     return fig
@@ -275,18 +281,11 @@ def plot_accuracy(
 ):
     """Validation accuracy per epoch, one line per optimizer with a band of one std over
     seeds, and chance accuracy. Returns the figure."""
-    edges = edges or {}
-    fig, ax = _figure()
-    for name, curve in curves.items():
-        mean, std = curve["val_acc"], curve["val_acc_std"]
-        (line,) = ax.plot(curve["epoch"], mean, label=_label(name, best_lrs[name], edges.get(name)))
-        ax.fill_between(curve["epoch"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    fig, ax = _curve_figure(curves, best_lrs, edges, "val_acc")
     ax.axhline(1 / NUM_CLASSES, color="0.4", ls="--", lw=1, label=f"chance: 1/{NUM_CLASSES}")
-    ax.set_xlabel("epoch")
     ax.set_ylabel(f"{split} accuracy")
     ax.set_title(f"mnist1d MLP: {split} accuracy, mean and std over seeds")
     ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     _save(fig, path)
     return fig
