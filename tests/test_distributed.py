@@ -117,7 +117,7 @@ def run_workers_and_check(url, dataset, workers=2, trials=12):
     assert not any("locked" in log.lower() or "Traceback" in log for log in logs), logs
     distributed.wait_until_finished(study, trials, timeout=30)
     # a trial may diverge (fail) at a large lr; it is finished and counted all the same
-    done = [set(map(int, re.findall(r"trial (\d+): (?:complete|fail)", log))) for log in logs]
+    done = [set(map(int, re.findall(r"worker: trial (\d+): lr=", log))) for log in logs]
     assert sum(len(d) for d in done) == trials  # no trial told twice...
     assert set().union(*done) == set(range(trials))  # ...and none lost
     assert all(d for d in done), "every worker computed some trials"

@@ -232,6 +232,7 @@ def test_diverging_trials_fail_cleanly(project):
 def test_kill_during_tuning_then_repro_gives_the_uninterrupted_result(project):
     # A sampler seed not run before, so neither DVC's cache nor its run cache can stand in.
     edit_params(project, {("tune", "sampler_seed"): 11})
+    before = {p.name: p.read_bytes() for p in (project / "data/studies").glob("*.db")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
         cwd=project,
@@ -253,7 +254,8 @@ def test_kill_during_tuning_then_repro_gives_the_uninterrupted_result(project):
         proc.wait(timeout=120)
     assert killed and proc.returncode == -signal.SIGKILL
     name = killed.split("@")[1]
-    assert not (project / f"data/studies/{name}.db").exists()  # killed before it was written
+    # killed before it was written: the last run's study file is untouched
+    assert (project / f"data/studies/{name}.db").read_bytes() == before[f"{name}.db"]
 
     result = dvc("repro", cwd=project)
     assert killed in ran(result)

@@ -425,7 +425,7 @@ def write_summary(
     header = ["optimizer", "base, transform", "best lr", f"final {split} loss", "final accuracy"]
     if holdout:
         header += ["test loss", "test accuracy"]
-    header.append(f"loss difference to {reference}")
+    header.append(f"{'test' if holdout else 'final'} loss difference to {reference} (paired)")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         m = metrics[name]

@@ -31,6 +31,7 @@ from gradsort.errors import StageError
 from gradsort.history import DivergedError, History
 from gradsort.model import initial_state
 from gradsort.params import ModelParams, OptimizerSpec
+from gradsort.tune import describe
 
 STORAGE_ENV = "GRADSORT_STORAGE"
 TUNE_SEED = 0  # every trial starts from the seed-0 initial weights and batch order
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         storage,
         train_wave,
         spec,
-        on_trial=lambda t: log.info("trial %d: %s", t.number, t.state.name.lower()),
+        on_trial=lambda t: log.info("%s", describe(t)),
         heartbeat_interval=args.heartbeat,
     )
     log.info("no trial left waiting; this worker finished %d", done)
