@@ -9,7 +9,6 @@ tuned best lr, each the mean over --seeds initial weights.
 """
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -18,9 +17,11 @@ import torch
 
 from gradsort.analysis import random_sign_consistency, sign_stats
 from gradsort.data import load_dataset, protocol_splits
+from gradsort.files import read_json
 from gradsort.model import build_model, initial_state
 from gradsort.optim import make_optimizer
 from gradsort.params import load_params
+from gradsort.stage import run_stage
 
 
 def positive(text):
@@ -43,6 +44,11 @@ def main():
     parser.add_argument("--steps", type=count, default=200, help="mini-batch steps per run")
     parser.add_argument("--seeds", type=count, default=3, help="initial weights 0..seeds-1")
     args = parser.parse_args()
+    # errors of params.yaml and the input files are one line, as in the stages
+    run_stage("sign_consistency", lambda say: measure(args))
+
+
+def measure(args):
     torch.set_num_threads(1)
     params = load_params(trial_step=False)
     data, model = params.data, params.model
@@ -59,8 +65,9 @@ def main():
     for name, spec in params.optimizers.items():
         tune = Path(f"metrics/tune/{name}.json")
         lrs = [args.lr]
-        if tune.is_file():
-            lrs.append(json.loads(tune.read_text())["best_lr"])
+        best = read_json(tune).get("best_lr") if tune.is_file() else None
+        if isinstance(best, float) and 0 < best < math.inf:
+            lrs.append(best)
         for i, lr in enumerate(lrs):
             results = []
             for seed in range(args.seeds):

@@ -1,5 +1,7 @@
 """Stage compare: train every optimizer at its best lr from the same initial weights per seed."""
 
+import math
+
 from gradsort.data import load_dataset, protocol_splits
 from gradsort.files import InputFileError, read_json
 from gradsort.params import load_params
@@ -20,8 +22,10 @@ def main(say):
         path = f"metrics/tune/{name}.json"
         tuned[name] = read_json(path)
         best_lr = tuned[name].get("best_lr")
-        if not isinstance(best_lr, float) or not best_lr > 0:
-            raise InputFileError(f"{path}: no positive best_lr; rerun tune@{name}")
+        if not isinstance(best_lr, float) or not 0 < best_lr < math.inf:
+            raise InputFileError(f"{path}: no positive finite best_lr; rerun tune@{name}")
+        if tuned[name].get("lr_edge", "none") not in ("low", "high", "none"):
+            raise InputFileError(f"{path}: lr_edge is not low, high or none; rerun tune@{name}")
     best_lrs = {name: t["best_lr"] for name, t in tuned.items()}
     splits = protocol_splits(
         load_dataset(DATA), data.protocol, data.holdout_fraction, data.seed, device

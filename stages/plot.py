@@ -25,11 +25,24 @@ TUNE_KEYS = ("best_lr", "lr_low", "lr_high")
 def main(say):
     load_params(trial_step=False)  # a bad params.yaml stops every stage, this one included
     metrics = read_json("metrics/comparison.json")
+    bad = [
+        name
+        for name, m in metrics.items()
+        if not isinstance(m, dict) or not isinstance(m.get("best_lr"), float)
+    ]
+    if not metrics or bad:
+        raise InputFileError(
+            f"metrics/comparison.json: no optimizer with a numeric best_lr {bad or ''}; "
+            "rerun the compare stage"
+        )
     best_lrs = {name: m["best_lr"] for name, m in metrics.items()}
     curves_path = Path("plots/curves.csv")
     if not curves_path.is_file():
         raise InputFileError(f"{curves_path}: no such file; run the compare stage")
-    curves = read_curves(curves_path)
+    try:
+        curves = read_curves(curves_path)
+    except (ValueError, KeyError) as err:
+        raise InputFileError(f"{curves_path}: not a curve table ({err}); rerun compare") from None
     missing = sorted(set(metrics) - set(curves))
     if missing:
         raise InputFileError(f"plots/curves.csv: no curves for {missing}; rerun the compare stage")
@@ -40,8 +53,10 @@ def main(say):
         path = f"metrics/tune/{name}.json"
         tuned[name] = read_json(path)
         missing = [key for key in TUNE_KEYS if not isinstance(tuned[name].get(key), float)]
-        if missing:
-            raise InputFileError(f"{path}: no number for {missing}; rerun tune@{name}")
+        if missing or tuned[name].get("lr_edge") not in ("low", "high", "none"):
+            raise InputFileError(
+                f"{path}: no number for {missing} or no lr_edge; rerun tune@{name}"
+            )
         table = Path(f"plots/tune/{name}.csv")
         if not table.is_file():
             raise InputFileError(f"{table}: no such file; rerun tune@{name}")

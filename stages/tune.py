@@ -10,15 +10,18 @@ elsewhere with ``python -m gradsort.worker`` may join.
 """
 
 import dataclasses
+import fcntl
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
 from gradsort import distributed
 from gradsort.data import load_dataset
+from gradsort.errors import StageError
 from gradsort.files import write_csv, write_json
 from gradsort.params import ParamsError, load_params, storage_url
 from gradsort.stage import run_stage, select_device, set_threads
@@ -70,15 +73,25 @@ def local_study(say, params, name, study_def, arrays, device, partial):
     )
 
 
+def open_study(url, study_name, study_def, tune):
+    """The storage and the study in it, created or joined; one line on any failure."""
+    try:
+        storage = distributed.make_storage(url)
+        study, created = distributed.create_or_load(
+            storage, study_name, study_def, tune.trials, tune.sampler_seed
+        )
+    except (ImportError, SQLAlchemyError, optuna.exceptions.OptunaError, ValueError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ParamsError(f"params: tune.storage: cannot use the study there: {detail}") from None
+    return storage, study, created
+
+
 def shared_study(say, params, name, study_def, arrays, device, threads, url):
     """The study in ``url``, its trials computed by this process and tune.workers - 1
     worker processes (and any that join); returns it once all its trials have finished."""
     tune = params.tune
     study_name = distributed.study_name(name, study_def)
-    storage = distributed.make_storage(url)
-    study, created = distributed.create_or_load(
-        storage, study_name, study_def, tune.trials, tune.sampler_seed
-    )
+    storage, study, created = open_study(url, study_name, study_def, tune)
     state = "created" if created else "joined"
     say(f"study {study_name} ({state}); trials {distributed.counts(study)}")
     # --parent: a worker exits at once if this process dies (kill -9), so it never writes to
@@ -133,7 +146,7 @@ def main(say, name):
         raise ParamsError(f"optimizers.{name}: no such optimizer; have {sorted(params.optimizers)}")
     spec, tune = params.optimizers[name], params.tune
     device = select_device(params.train.device)
-    url = storage_url(tune.storage)
+    url = storage_url(tune.storage, "data/studies")
     arrays = load_dataset(DATA)
     study_def = study_definition(params, spec, arrays)
 
@@ -144,6 +157,16 @@ def main(say, name):
     storage = Path(f"data/studies/{name}.db")
     partial = storage.with_name(storage.name + ".partial")
     storage.parent.mkdir(parents=True, exist_ok=True)
+    # One tune@<name> at a time: a dvc repro killed with kill -9 leaves its stage running
+    # (dvc's children are not killed with it), and a rerun must not share its files.
+    lock = open(storage.with_name(storage.name + ".lock"), "w")  # noqa: SIM115 (held to exit)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StageError(
+            f"another tune@{name} is still running in this project (a killed dvc repro leaves "
+            "its stage running): stop it, or wait for it"
+        ) from None
     partial.unlink(missing_ok=True)
     study_name = name
     try:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from gradsort import distributed
 from gradsort.data import make_dataset, save_dataset
 from gradsort.history import History
-from gradsort.tune import run_study, sqlite_url
+from gradsort.tune import describe, run_study, sqlite_url, trial_rows
 from gradsort.worker import STORAGE_ENV, definition
 
 POSTGRES_ENV = "GRADSORT_TEST_POSTGRES_URL"
@@ -208,3 +208,34 @@ def test_a_worker_exits_when_the_stage_that_started_it_dies(tmp_path, dataset):
     while alive(worker):
         assert time.monotonic() < deadline, "the orphaned worker kept running"
         time.sleep(0.1)
+
+
+def test_a_study_left_incomplete_by_its_creator_is_refused(tmp_path, dataset):
+    spec = study_definition(dataset[1], trials=6)
+    storage = distributed.make_storage(sqlite_url(tmp_path / "i.db"))
+    study = optuna.create_study(storage=storage, study_name="i")
+    study.set_user_attr(distributed.DEFINITION_ATTR, spec)
+    study.enqueue_trial({})  # then the creator died
+    with pytest.raises(distributed.IncompleteStudyError, match="optuna.delete_study"):
+        distributed.wait_until_enqueued(study, timeout=1)
+
+
+def test_a_trial_failed_before_its_lr_was_drawn_is_reported(tmp_path, dataset):
+    spec = study_definition(dataset[1], trials=3)
+    storage = distributed.make_storage(sqlite_url(tmp_path / "l.db"))
+    study, _ = distributed.create_or_load(storage, "l", spec, 3, seed=0)
+    study_id = storage.get_study_id_from_name("l")
+    lost = storage.get_trial_id_from_study_id_trial_number(study_id, 0)
+    storage.set_trial_state_values(lost, state=TrialState.RUNNING)  # claimed, then silence
+    storage.set_trial_state_values(lost, state=TrialState.FAIL)  # as fail_stale_trials does
+    distributed.work(study, storage, fake_wave, spec)
+    rows = trial_rows(study)
+    assert rows[0] == {
+        "trial": 0,
+        "lr": None,
+        "value": None,
+        "state": "fail",
+        "fail_reason": "no heartbeat from its worker",
+    }
+    assert [r["state"] for r in rows[1:]] == ["complete", "complete"]
+    assert describe(study.trials[0]) == "trial 0: lr=none failed (no heartbeat from its worker)"

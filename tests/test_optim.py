@@ -375,3 +375,24 @@ def test_state_dict_hooks_registered_on_the_wrapper_run(mlp):
     opt.register_load_state_dict_post_hook(lambda o: calls.append("load_post"))
     opt.load_state_dict(opt.state_dict())
     assert calls == ["pre", "post", "load_pre", "load_post"]
+
+
+@pytest.mark.parametrize("transform", ["sort", "shuffle", "permute"])
+@pytest.mark.parametrize(
+    "make_grad",
+    [lambda: torch.randn(1, 3).expand(4, 3), lambda: torch.randn(4, 3)._neg_view()],
+    ids=["expanded", "negative-bit"],
+)
+def test_hand_assigned_views_are_transformed_on_a_copy(transform, make_grad):
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.zeros(4, 3))
+    reference = torch.nn.Parameter(torch.zeros(4, 3))
+    grad = make_grad()
+    weight.grad = grad
+    reference.grad = grad.resolve_neg().contiguous()
+    mine = GradientTransformOptimizer(torch.optim.SGD([weight], lr=1.0), transform, seed=3)
+    plain = GradientTransformOptimizer(torch.optim.SGD([reference], lr=1.0), transform, seed=3)
+    mine.step()
+    plain.step()
+    assert torch.equal(weight, reference)
+    assert sorted(weight.detach().flatten().tolist()) == sorted((-grad).flatten().tolist())

@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from gradsort.params import ParamsError, load_params, parse_params
+from gradsort.params import ParamsError, load_params, parse_params, storage_url
 from gradsort.stage import select_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +159,26 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ParamsError, match=r"train\.device='cuda' .* no CUDA device"):
             select_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "value", ["sqlite:///", "sqlite:///:memory:", "sqlite:///data/studies/adam.db.partial"]
+)
+def test_storage_must_be_a_sqlite_file_of_its_own(value, tmp_path):
+    with pytest.raises(ParamsError, match=r"tune\.storage=.* a SQLite file of its own"):
+        storage_url(value, tmp_path / "data/studies" if "studies" not in value else "data/studies")
+    assert storage_url("sqlite:////tmp/x/shared.db") == "sqlite:////tmp/x/shared.db"
+
+
+def test_storage_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GRADSORT_X", "postgresql://u@h/db")
+    assert storage_url("env:GRADSORT_X") == "postgresql://u@h/db"
+    monkeypatch.delenv("GRADSORT_X")
+    with pytest.raises(ParamsError, match="GRADSORT_X is unset"):
+        storage_url("env:GRADSORT_X")
+
+
+def test_long_optimizer_names_are_refused():
+    raw = with_change("optimizers." + "a" * 65, {"base": "adam", "transform": "none"})
+    with pytest.raises(ParamsError, match="1 to 64 letters"):
+        parse_params(raw)

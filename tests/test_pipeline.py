@@ -337,6 +337,19 @@ def test_removed_optimizer_leaves_no_trace_in_outputs(project):
     assert {row["optimizer"] for row in trials} == {"adam"}
 
 
+def test_a_second_tune_of_the_same_optimizer_is_refused_while_one_runs(project):
+    import fcntl
+
+    with open(project / "data/studies/adam.db.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running tune@adam holds it
+        result = run(sys.executable, "stages/tune.py", "adam", cwd=project, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "tune@adam: error: another tune@adam is still running in this project (a killed dvc "
+        "repro leaves its stage running): stop it, or wait for it"
+    ]
+
+
 def test_tune_with_two_workers_on_the_local_study_file(project):
     edit_params(project, {("tune", "workers"): 2})
     result = dvc("repro", cwd=project)

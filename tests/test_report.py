@@ -10,6 +10,7 @@ from gradsort.report import (
     plot_comparison,
     plot_trials,
     read_curves,
+    read_trials,
     summarize,
     write_comparison,
 )
@@ -156,3 +157,30 @@ def test_trials_figure_marks_best_failed_and_edges(tmp_path):
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert len(ax.patches) == 2  # the shaded bands at both ends of the one range
     assert is_png(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("garbage\n", "columns"),
+        ("", "columns"),
+        ("trial,lr,value,state,fail_reason\n0,0.01,1.0\n", "not a trial"),
+        ("trial,lr,value,state,fail_reason\n0,-0.01,1.0,complete,\n", "lr=-0.01"),
+        ("trial,lr,value,state,fail_reason\n0,0.01,inf,complete,\n", "value=inf"),
+        ("trial,lr,value,state,fail_reason\n0,0.01,1.0,weird,\n", "not a trial"),
+    ],
+)
+def test_trial_tables_that_the_tune_stage_did_not_write_are_refused(tmp_path, text, message):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_trials(path)
+
+
+def test_trial_table_round_trip_keeps_a_trial_without_lr(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "trial,lr,value,state,fail_reason\n0,,,fail,no heartbeat\n1,0.01,0.9,complete,\n"
+    )
+    rows = read_trials(path)
+    assert rows[0]["lr"] is None and rows[1]["lr"] == 0.01 and rows[1]["value"] == 0.9

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5  # seconds between a worker's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat after which a running trial is failed
 DEFINITION_ATTR = "gradsort_definition"
+ENQUEUED_ATTR = "gradsort_enqueued"  # set once all trials are enqueued
+JOIN_WAIT = 30  # seconds a joining process waits for the creator to finish enqueuing
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
@@ -97,16 +99,33 @@ def create_or_load(
         created = True
     if not created:
         study = optuna.load_study(storage=storage, study_name=name, sampler=_sampler(seed))
-        stored = study.user_attrs.get(DEFINITION_ATTR)
-        if stored is not None and stored != definition:
+        wait_until_enqueued(study)
+        if study.user_attrs.get(DEFINITION_ATTR) != definition:
             raise ValueError(f"study {name} in this storage was made for another definition")
         return study, False
-    # Limitation: a creator killed before the next two lines leaves a study with fewer
-    # trials (or no definition); remove it with optuna.delete_study and rerun.
     study.set_user_attr(DEFINITION_ATTR, definition)
     for _ in range(trials):
         study.enqueue_trial({}, skip_if_exists=False)
+    study.set_user_attr(ENQUEUED_ATTR, trials)
     return study, True
+
+
+class IncompleteStudyError(ValueError):
+    """A study whose creator stopped before it had enqueued all its trials."""
+
+
+def wait_until_enqueued(study: optuna.Study, timeout: float = JOIN_WAIT) -> None:
+    """Wait for the creator of ``study`` to finish enqueuing; a study still incomplete after
+    ``timeout`` seconds lost its creator, and IncompleteStudyError says how to remove it."""
+    deadline = time.monotonic() + timeout
+    while ENQUEUED_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise IncompleteStudyError(
+                f"study {study.study_name} is incomplete (its creator stopped while enqueuing "
+                f"its trials): remove it with optuna.delete_study(study_name="
+                f"'{study.study_name}', storage=URL) and rerun"
+            )
+        time.sleep(0.5)
 
 
 def load(storage: optuna.storages.RDBStorage, name: str, seed: int | None) -> optuna.Study:
@@ -114,6 +133,7 @@ def load(storage: optuna.storages.RDBStorage, name: str, seed: int | None) -> op
     study = optuna.load_study(storage=storage, study_name=name, sampler=_sampler(seed))
     if DEFINITION_ATTR not in study.user_attrs:
         raise ValueError(f"study {name} has no {DEFINITION_ATTR}; it was not made by gradsort")
+    wait_until_enqueued(study)
     return study
 
 

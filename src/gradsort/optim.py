@@ -141,6 +141,13 @@ class GradientTransformOptimizer(torch.optim.Optimizer):
         with torch.no_grad():
             for i, p in grads:
                 if p.grad.numel() > 1:
+                    if p.grad.is_neg() or any(
+                        stride == 0 and size > 1
+                        for stride, size in zip(p.grad.stride(), p.grad.shape)
+                    ):
+                        # A hand-assigned expanded or negated view cannot be written in
+                        # place; the base optimizer gets an ordinary copy instead.
+                        p.grad = p.grad.resolve_neg().contiguous()
                     self.transform.apply_(i, p.grad)
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:

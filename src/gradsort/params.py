@@ -82,7 +82,7 @@ class Params:
 
 OBJECTIVES = ("min", "final")
 DEVICES = ("auto", "cpu", "cuda")
-_NAME = re.compile(r"[A-Za-z0-9_]+")
+_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 _SEED_MAX = 2**32 - 1
 
 
@@ -126,17 +126,27 @@ def _storage():
     )
 
 
-def storage_url(value: str) -> str:
-    """The storage URL that ``tune.storage`` names ('' for the local default)."""
-    if not value.startswith("env:"):
-        return value
-    name = value[4:]
-    url = os.environ.get(name, "")
-    if not _STORAGE.fullmatch(url) or url.startswith("env:"):
-        raise ParamsError(
-            f"params: tune.storage={value!r} is not allowed here: the environment variable "
-            f"{name} is {'unset' if not url else 'not a storage URL'}"
-        )
+def storage_url(value: str, studies: str | Path = "data/studies") -> str:
+    """The storage URL that ``tune.storage`` names ('' for the local default), checked: an
+    ``env:`` variable must hold a URL, and a SQLite file must be a file of its own, outside
+    ``studies`` (the tune stages' own study files)."""
+    url = value
+    if value.startswith("env:"):
+        name = value[4:]
+        url = os.environ.get(name, "")
+        if not _STORAGE.fullmatch(url) or url.startswith("env:"):
+            raise ParamsError(
+                f"params: tune.storage={value!r} is not allowed here: the environment variable "
+                f"{name} is {'unset' if not url else 'not a storage URL'}"
+            )
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        own = Path(studies).resolve()
+        if path in ("", ":memory:") or own in Path(path).resolve().parents:
+            raise ParamsError(
+                f"params: tune.storage={value!r} is not allowed; expected a SQLite file of its "
+                f"own (sqlite:///path/to/file.db), not in memory and not in {studies}/"
+            )
     return url
 
 
@@ -150,7 +160,7 @@ def _choice(choices):
 # Every key of every section but ``optimizers``, with its check and what it allows.
 SCHEMA = {
     "data": {
-        "num_samples": _int(10),
+        "num_samples": _int(10, 1_000_000),
         "train_split": _float(0.0, 1.0),
         "seed": _int(0, _SEED_MAX),
         "protocol": _choice(PROTOCOLS),
@@ -222,8 +232,8 @@ def _optimizer(name: str, raw: Any, trial_step: bool) -> OptimizerSpec:
     prefix = f"optimizers.{name}"
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ParamsError(
-            f"params: optimizer name {name!r} is not allowed; expected letters, digits and "
-            "underscores"
+            f"params: optimizer name {name!r} is not allowed; expected 1 to 64 letters, digits "
+            "and underscores"
         )
     values = _mapping(prefix, raw)
     for key in values:

@@ -194,22 +194,42 @@ def read_curves(path: Path) -> dict[str, dict[str, np.ndarray]]:
 TRIAL_FIELDS = ("trial", "lr", "value", "state", "fail_reason")
 
 
+TRIAL_STATES = ("complete", "fail", "pruned", "running", "waiting")
+
+
 def read_trials(path: Path) -> list[dict]:
-    """The trial rows of a tune stage's table, lr and value as floats (None where empty)."""
+    """The trial rows of a tune stage's table, lr and value as floats (None where empty);
+    raises ValueError saying what is wrong with a table the tune stage did not write."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [name for name in TRIAL_FIELDS if rows and name not in rows[0]]
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    missing = [name for name in TRIAL_FIELDS if name not in fields]
     if missing:
         raise ValueError(f"columns {missing} missing")
-    return [
-        {
-            **row,
-            "trial": int(row["trial"]),
-            "lr": float(row["lr"]),
-            "value": float(row["value"]) if row["value"] != "" else None,
-        }
-        for row in rows
-    ]
+
+    def number(row, key, positive):
+        text = row[key]
+        if text in ("", None):
+            return None
+        value = float(text)
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise ValueError(f"trial {row['trial']}: {key}={text} is not a finite number")
+        return value
+
+    trials = []
+    for row in rows:
+        if None in row or row["state"] not in TRIAL_STATES:
+            raise ValueError(f"row {row} is not a trial")
+        trials.append(
+            {
+                **row,
+                "trial": int(row["trial"]),
+                "lr": number(row, "lr", positive=True),
+                "value": number(row, "value", positive=False),
+            }
+        )
+    return trials
 
 
 def _figure(size=(7, 4.5)):
@@ -311,8 +331,8 @@ def plot_trials(
         ax.axvspan(low, low * EDGE_FACTOR, color="0.85", zorder=0)
         ax.axvspan(high / EDGE_FACTOR, high, color="0.85", zorder=0)
     for name, rows in trials.items():
-        done = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
-        failed = [r for r in rows if r["state"] == "fail"]
+        done = [r for r in rows if r["state"] == "complete" and None not in (r["value"], r["lr"])]
+        failed = [r for r in rows if r["state"] == "fail" and r["lr"] is not None]
         edge = tuned[name].get("lr_edge", "none")
         label = _label(name, tuned[name]["best_lr"], None if edge == "none" else edge)
         points = ax.scatter([r["lr"] for r in done], [r["value"] for r in done], label=label)

@@ -88,10 +88,10 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     return [
         {
             "trial": t.number,
-            "lr": t.params["lr"],
+            "lr": t.params.get("lr"),  # None for a trial whose worker died before sampling
             "value": t.value if t.state == TrialState.COMPLETE else None,
             "state": t.state.name.lower(),
-            "fail_reason": t.user_attrs.get("fail_reason", ""),
+            "fail_reason": _fail_reason(t),
         }
         for t in study.get_trials(deepcopy=False)
     ]
@@ -120,6 +120,13 @@ def edge_warning(lr: float, lr_low: float, lr_high: float) -> str:
     )
 
 
+def _fail_reason(trial: optuna.trial.FrozenTrial) -> str:
+    if trial.state != TrialState.FAIL:
+        return ""
+    # Only a trial failed for its worker's silence has no reason of its own.
+    return trial.user_attrs.get("fail_reason", "no heartbeat from its worker")
+
+
 def study_summary(study: optuna.Study, lr_low: float, lr_high: float) -> dict:
     """The best lr and value, the counts of completed and failed trials, and whether the best
     lr lies at an edge of [lr_low, lr_high] (``lr_at_edge``; ``lr_edge`` says which)."""
@@ -143,7 +150,8 @@ def sqlite_url(path: str | Path) -> str:
 
 def describe(trial: optuna.trial.FrozenTrial) -> str:
     """One progress line for a finished trial."""
-    lr = trial.params["lr"]
+    lr = trial.params.get("lr")
+    shown = "none" if lr is None else f"{lr:.3g}"
     if trial.state == TrialState.COMPLETE and math.isfinite(trial.value):
-        return f"trial {trial.number}: lr={lr:.3g} value={trial.value:.4f}"
-    return f"trial {trial.number}: lr={lr:.3g} failed ({trial.user_attrs.get('fail_reason', '')})"
+        return f"trial {trial.number}: lr={shown} value={trial.value:.4f}"
+    return f"trial {trial.number}: lr={shown} failed ({_fail_reason(trial)})"

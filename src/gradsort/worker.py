@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from gradsort import distributed
 from gradsort.data import ARRAYS, load_dataset, make_dataset, protocol_splits
 from gradsort.errors import StageError
 from gradsort.history import DivergedError, History
 from gradsort.model import initial_state
-from gradsort.params import ModelParams, OptimizerSpec
+from gradsort.params import ModelParams, OptimizerSpec, storage_url
 from gradsort.tune import describe
 
 STORAGE_ENV = "GRADSORT_STORAGE"
@@ -142,8 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:
         parser.error(f"--storage is required when {STORAGE_ENV} is not set")
-    if args.threads < 0 or args.heartbeat < 1:
-        parser.error("--threads must be >= 0 and --heartbeat >= 1")
+    if not 0 <= args.threads <= 1024 or args.heartbeat < 1:
+        parser.error("--threads must be in [0, 1024] and --heartbeat >= 1")
+    if args.parent is not None and os.getppid() != args.parent:
+        parser.error(f"--parent {args.parent} is not this worker's parent process")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a torch device (cpu, cuda, cuda:1, ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA device")
     logging.basicConfig(level=logging.INFO, format="worker: %(message)s")
     if args.parent is not None:
         threading.Thread(target=_exit_with, args=(args.parent,), daemon=True).start()
@@ -151,12 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
+        url = storage_url(url)
+        if url.startswith("sqlite") and not Path(url.split(":///", 1)[-1]).is_file():
+            raise StageError(f"no SQLite file at {url}")  # and do not create an empty one
         storage = distributed.make_storage(url, heartbeat_interval=args.heartbeat)
-        study = distributed.load(storage, args.study, args.seed)
+        try:
+            study = distributed.load(storage, args.study, args.seed)
+        except KeyError:
+            raise StageError(f"no study {args.study} in that storage") from None
         spec = study.user_attrs[distributed.DEFINITION_ATTR]
-        train_wave = wave_trainer(spec, dataset_for(spec, args.data), args.device)
-    except (StageError, ValueError, KeyError) as err:
-        print(f"worker: error: {err}", file=sys.stderr)
+        train_wave = wave_trainer(spec, dataset_for(spec, args.data), device)
+    except (
+        StageError,
+        ValueError,
+        ImportError,
+        SQLAlchemyError,
+        optuna.exceptions.OptunaError,
+    ) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"worker: error: {detail}", file=sys.stderr)
         return 1
     done = distributed.work(
         study,
