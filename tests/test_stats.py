@@ -118,3 +118,37 @@ def test_comparison_reports_intervals_and_paired_differences(tmp_path):
     assert "| `adam` (Adam) | 0.01 | 0.00972 (0.0097-0.0112) |" in text
     assert "lies at the low edge of the search range" in text
     assert f"p={vs['test_loss_p']:.2g}" in text
+
+
+def test_paired_script_pairs_any_two_optimizers(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = {
+        "adam": histories([1.1, 1.3, 1.2]),
+        "sorted_adam": histories([2.8, 2.75, 2.9]),
+        "shuffled_adam": histories([2.3, 2.31, 2.29]),
+    }
+    lrs = {"adam": 1e-2, "sorted_adam": 1e-5, "shuffled_adam": 1e-3}
+    table = tmp_path / "finals.csv"
+    write_comparison(
+        tmp_path / "c.json", tmp_path / "c.csv", tmp_path / "s.csv", lrs, runs, 2, 1, table
+    )
+    script = Path(__file__).resolve().parents[1] / "scripts/paired.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "sorted_adam", "shuffled_adam", "--table", str(table)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    want = paired_difference([2.8, 2.75, 2.9], [2.3, 2.31, 2.29])
+    line = next(s for s in out.splitlines() if s.strip().startswith("final_val_loss"))
+    assert line.split()[1] == f"{want['diff']:+.4f}" and f"p={want['p']:.2g}" in line
+    missing = subprocess.run(
+        [sys.executable, str(script), "adam", "nope", "--table", str(table)],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"paired: error: {table}: no seed holds both adam and nope"
