@@ -120,7 +120,8 @@ def run_workers_and_check(url, dataset, workers=2, trials=12):
     done = [set(map(int, re.findall(r"worker: trial (\d+): lr=", log))) for log in logs]
     assert sum(len(d) for d in done) == trials  # no trial told twice...
     assert set().union(*done) == set(range(trials))  # ...and none lost
-    assert all(d for d in done), "every worker computed some trials"
+    # claiming is instant: a worker that starts late may find nothing left, but not all do
+    assert sum(1 for d in done if d) >= 2, "the trials were computed by more than one worker"
     trials_now = study.get_trials(deepcopy=False)
     assert len(trials_now) == trials and all(t.state in distributed.FINISHED for t in trials_now)
     complete = [t for t in trials_now if t.state == TrialState.COMPLETE]

@@ -126,10 +126,10 @@ def _storage():
     )
 
 
-def storage_url(value: str, studies: str | Path = "data/studies") -> str:
+def storage_url(value: str, studies: str | Path | None = "data/studies") -> str:
     """The storage URL that ``tune.storage`` names ('' for the local default), checked: an
-    ``env:`` variable must hold a URL, and a SQLite file must be a file of its own, outside
-    ``studies`` (the tune stages' own study files)."""
+    ``env:`` variable must hold a URL, and a SQLite file must be a file, and one of its own
+    outside ``studies`` (the tune stages' own study files) unless ``studies`` is None."""
     url = value
     if value.startswith("env:"):
         name = value[4:]
@@ -141,8 +141,8 @@ def storage_url(value: str, studies: str | Path = "data/studies") -> str:
             )
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
-        own = Path(studies).resolve()
-        if path in ("", ":memory:") or own in Path(path).resolve().parents:
+        inside = studies is not None and Path(studies).resolve() in Path(path).resolve().parents
+        if path in ("", ":memory:") or inside:
             raise ParamsError(
                 f"params: tune.storage={value!r} is not allowed; expected a SQLite file of its "
                 f"own (sqlite:///path/to/file.db), not in memory and not in {studies}/"

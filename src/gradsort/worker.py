@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        url = storage_url(url)
+        url = storage_url(url, studies=None)  # the stage may hand over its own study file
         if url.startswith("sqlite") and not Path(url.split(":///", 1)[-1]).is_file():
             raise StageError(f"no SQLite file at {url}")  # and do not create an empty one
         storage = distributed.make_storage(url, heartbeat_interval=args.heartbeat)
