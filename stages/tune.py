@@ -177,7 +177,7 @@ def main(say, name):
             study, study_name = shared_study(
                 say, params, name, study_def, arrays, device, threads, shared
             )
-            if url:  # a snapshot of the shared study is the stage's DVC-cached output
+            if url:  # a SQLite copy of the shared study, for browsing like the local one
                 optuna.copy_study(
                     from_study_name=study_name,
                     from_storage=distributed.make_storage(url),
