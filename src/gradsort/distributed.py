@@ -13,7 +13,6 @@ so it is counted once, as failed, and never trained twice.
 
 import hashlib
 import json
-import logging
 import threading
 import time
 import warnings
@@ -25,8 +24,6 @@ from optuna.trial import TrialState
 
 from gradsort.history import DivergedError, History
 from gradsort.tune import OBJECTIVES, STARTUP_TRIALS
-
-log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5  # seconds between a worker's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat after which a running trial is failed
